@@ -1,0 +1,69 @@
+"""How the watch loop learns that it should look again.
+
+The loop samples every watched cgroup, captures what is over its threshold, then calls
+`detector.wait()`. A detector decides how long that wait is and may end it early:
+`PollDetector` waits a fixed interval (the fallback, and what the original tools did);
+event-driven detectors (cgroup v1 eventfd thresholds, an adaptive poll for cgroup v2)
+live beside it and share this interface.
+"""
+
+import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Watch:
+    """One process's cgroup as the detector needs it."""
+
+    key: Hashable  # the loop's process key (pid + start time)
+    cgroup_dir: Path  # the cgroup's directory, as this process can open it
+    version: Literal[1, 2]
+    threshold_bytes: int  # usage at which the loop wants to look at once
+
+
+class Detector(Protocol):
+    mode: str  # named in logs and metrics: "poll", "events", "adaptive", ...
+
+    def watch(self, watches: Sequence[Watch]) -> None:
+        """Replace the watched set (called when the process table changes)."""
+
+    def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
+        """A sample the loop just took (monotonic seconds); adaptive detectors learn from it."""
+
+    def wait(self) -> frozenset[Hashable]:
+        """Block until it is time to sample again; return the keys whose event fired."""
+
+    def wake(self) -> None:
+        """End a `wait` in progress early (shutdown, new processes)."""
+
+    def close(self) -> None:
+        """Release eventfds, threads and files."""
+
+
+class PollDetector:
+    """Sample every `interval` seconds, nothing more."""
+
+    def __init__(self, interval: float) -> None:
+        self.mode = "poll"
+        self._interval = interval
+        self._woken = threading.Event()
+
+    def watch(self, watches: Sequence[Watch]) -> None:
+        pass
+
+    def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
+        pass
+
+    def wait(self) -> frozenset[Hashable]:
+        self._woken.wait(self._interval)
+        self._woken.clear()
+        return frozenset()
+
+    def wake(self) -> None:
+        self._woken.set()
+
+    def close(self) -> None:
+        pass
