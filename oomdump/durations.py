@@ -31,9 +31,7 @@ def parse_duration(text: str) -> float:
     while position < len(value):
         match = _PART.match(value, position)
         if match is None:
-            raise ValueError(
-                f"{text!r} is not a Go-style duration (e.g. 500ms, 10s, 2m, 1m30s)"
-            )
+            raise ValueError(f"{text!r} is not a Go-style duration (e.g. 500ms, 10s, 2m, 1m30s)")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
     return total
@@ -49,5 +47,9 @@ def format_duration(seconds: float) -> str:
     whole = millis // 1000
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
-    parts = [f"{hours}h" if hours else "", f"{minutes}m" if minutes else "", f"{secs}s" if secs else ""]
+    parts = [
+        f"{hours}h" if hours else "",
+        f"{minutes}m" if minutes else "",
+        f"{secs}s" if secs else "",
+    ]
     return "".join(parts)

@@ -9,6 +9,7 @@ live beside it and share this interface.
 
 import threading
 from collections.abc import Hashable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -67,3 +68,27 @@ class PollDetector:
 
     def close(self) -> None:
         pass
+
+
+class Brake(Protocol):
+    """Buys time for a capture by holding the kernel's OOM kill off (off by default)."""
+
+    def holding(self, watch: Watch) -> AbstractContextManager[None]:
+        """Engage around one capture; always restored on exit, and within a bounded time."""
+
+
+class NoBrake:
+    def holding(self, watch: Watch) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+def make_detector(mode: str, interval: float) -> Detector:
+    """The detector for `DETECT_MODE` (`poll` for now; event modes join here)."""
+    if mode in ("poll", "auto"):
+        return PollDetector(interval)
+    raise ValueError(f"DETECT_MODE={mode!r} is not one of auto, poll")
+
+
+def make_brake(enabled: bool) -> Brake:
+    """The brake for `EMERGENCY_BRAKE` (a no-op unless enabled)."""
+    return NoBrake()

@@ -1,0 +1,1 @@
+"""Test infrastructure built from registry packages: Go builds, cgroups, servers."""
