@@ -1,0 +1,1 @@
+"""CA and serving-certificate generation, caBundle patching and rotation for the webhook."""

@@ -82,13 +82,27 @@ class NoBrake:
         return nullcontext()
 
 
+DETECT_MODES = ("auto", "events", "adaptive", "poll")
+
+
 def make_detector(mode: str, interval: float) -> Detector:
-    """The detector for `DETECT_MODE` (`poll` for now; event modes join here)."""
-    if mode in ("poll", "auto"):
+    """The detector for `DETECT_MODE`: `poll` (fixed interval), `events` (cgroup v1 eventfd
+    thresholds), `adaptive` (a poll that tightens near the threshold, plus cgroup v2
+    memory.events), or `auto` (events on v1 when cgroup.event_control is writable,
+    adaptive on v2, poll otherwise). See `sidecar.fastdetect`."""
+    if mode == "poll":
         return PollDetector(interval)
-    raise ValueError(f"DETECT_MODE={mode!r} is not one of auto, poll")
+    if mode in ("events", "adaptive", "auto"):
+        from sidecar.fastdetect import FastDetector  # imports this module
+
+        return FastDetector(mode, interval)
+    raise ValueError(f"DETECT_MODE={mode!r} is not one of {', '.join(DETECT_MODES)}")
 
 
 def make_brake(enabled: bool) -> Brake:
-    """The brake for `EMERGENCY_BRAKE` (a no-op unless enabled)."""
-    return NoBrake()
+    """The brake for `EMERGENCY_BRAKE` (a no-op unless enabled; see `sidecar.brake`)."""
+    if not enabled:
+        return NoBrake()
+    from sidecar.brake import EmergencyBrake  # imports this module
+
+    return EmergencyBrake()

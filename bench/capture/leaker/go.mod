@@ -1,0 +1,3 @@
+module oomdump.local/bench/leaker
+
+go 1.22

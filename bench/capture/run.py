@@ -1,0 +1,475 @@
+"""Race the OOM killer: capture rate, detection latency, time to disk and completeness.
+
+    sudo .venv/bin/python bench/capture/run.py [--runs 20] [--modes events,adaptive,...]
+
+For each detection mode one real watcher runs (`python -m sidecar`, PROC_ROOT=/proc,
+DUMP_DIR in a temp dir); for each leak shape, `--runs` times: a Go leaker
+(bench/capture/leaker) starts in a fresh cgroup v1 group limited to 256 MiB, the bench
+waits until the watcher has opened its connection to the leaker's pprof port, then lets
+it leak until the kernel OOM-kills it. The true crossing of CRITICAL% is taken from an
+eventfd threshold the bench arms itself; the fetch start from the leaker's own stamp of
+the request's arrival; the time on disk from the profile file's mtime; completeness is
+the profile's in-use bytes over the cgroup usage the watcher sampled. Then the watcher's
+overhead: CPU and RSS while it watches 20 idle leakers at WATCH_TIME=100ms.
+"""
+
+import argparse
+import json
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(REPO), str(Path(__file__).parent)]
+
+from inuse import inuse_bytes  # noqa: E402
+
+from testinfra.cgroups import MemoryCgroup, MiB, cgroup_v1_unavailable, memory_cgroup  # noqa: E402
+from testinfra.gobuild import build_local  # noqa: E402
+
+LIMIT = 256 * MiB
+CRITICAL = 70
+THRESHOLD = LIMIT * CRITICAL // 100
+SHAPES = {
+    "gradual": ["-shape", "gradual", "-rate", "64"],
+    "doubling": ["-shape", "doubling", "-start", "4", "-period", "300ms"],
+    "burst": ["-shape", "burst"],
+}
+MODES = {  # name -> watcher environment
+    "events": {"DETECT_MODE": "events", "WATCH_TIME": "100ms"},
+    "adaptive": {"DETECT_MODE": "adaptive", "WATCH_TIME": "100ms"},
+    "poll-100ms": {"DETECT_MODE": "poll", "WATCH_TIME": "100ms"},
+    "poll-1s": {"DETECT_MODE": "poll", "WATCH_TIME": "1s"},
+    # Not run by default: EMERGENCY_BRAKE=true is opt-in and changes the app's limits.
+    "events-brake": {"DETECT_MODE": "events", "WATCH_TIME": "100ms", "EMERGENCY_BRAKE": "true"},
+}
+DEFAULT_MODES = ("events", "adaptive", "poll-100ms", "poll-1s")
+
+
+class Lines:
+    """A child's output lines, read on a thread, searchable while it runs."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._new = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._new:
+                self.lines.append(line.rstrip("\n"))
+                self._new.notify_all()
+
+    def wait_for(self, predicate: object, deadline: float) -> str | None:
+        """The first line for which `predicate(line)` holds, waiting up to `deadline` s."""
+        end = time.monotonic() + deadline
+        seen = 0
+        with self._new:
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):  # type: ignore[operator]
+                        return line
+                seen = len(self.lines)
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self._new.wait(left)
+
+
+class PodView:
+    """A PROC_ROOT that shows only the bench's leakers, as a pod's shared PID namespace
+    shows only the pod's processes (`/proc/<pid>` symlinks); None = the host's /proc."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+
+    @property
+    def proc_root(self) -> str:
+        return str(self.folder) if self.folder else "/proc"
+
+    def add(self, pid: int) -> None:
+        if self.folder:
+            (self.folder / str(pid)).symlink_to(f"/proc/{pid}")
+
+    def remove(self, pid: int) -> None:
+        if self.folder:
+            (self.folder / str(pid)).unlink(missing_ok=True)
+
+
+class Watcher:
+    """`python -m sidecar` in one detection mode, logging to a reader."""
+
+    def __init__(self, env: dict[str, str], dump_dir: Path, view: PodView) -> None:
+        full = {
+            **os.environ,
+            **env,
+            "CRITICAL": str(CRITICAL),
+            "COOLDOWN": "30s",
+            "DUMP_DIR": str(dump_dir),
+            "PROC_ROOT": view.proc_root,
+            "PYTHONPATH": str(REPO),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "sidecar"],
+            env=full,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.log = Lines(self.process.stderr)
+        if self.log.wait_for(lambda line: "event=watch-start" in line, 30) is None:
+            self.stop()
+            raise RuntimeError("the watcher did not start: " + "\n".join(self.log.lines[-20:]))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+class Crossing:
+    """The moment usage first crosses THRESHOLD, from an eventfd threshold of our own."""
+
+    def __init__(self, group: MemoryCgroup) -> None:
+        self.at_ns: int | None = None
+        self._closing = False
+        self._eventfd = os.eventfd(0, os.EFD_CLOEXEC)
+        self._usage = os.open(group.path / "memory.usage_in_bytes", os.O_RDONLY)
+        (group.path / "cgroup.event_control").write_text(
+            f"{self._eventfd} {self._usage} {THRESHOLD}"
+        )
+        self._thread = threading.Thread(target=self._wait, daemon=True)
+        self._thread.start()
+
+    def _wait(self) -> None:
+        # Real-time priority, so this reference wakes first on a busy 2-core machine.
+        with suppress(OSError):
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
+        select.select([self._eventfd], [], [], 120)
+        if not self._closing:
+            self.at_ns = time.time_ns()
+
+    def close(self) -> None:
+        self._closing = True
+        with suppress(OSError):
+            os.eventfd_write(self._eventfd, 1)  # ends the thread if it never fired
+        self._thread.join(5)
+        os.close(self._eventfd)
+        os.close(self._usage)
+
+
+@dataclass
+class Run:
+    shape: str
+    mode: str
+    pid: int = 0
+    discovered: bool = False
+    oom_killed: bool = False
+    crossed_ns: int | None = None
+    fetch_start_ns: int | None = None
+    first_on_disk_ns: int | None = None
+    captured: bool = False
+    captured_gc: bool = False
+    trigger: str = ""
+    detected_to_fetch_ms: float | None = None  # the watcher's own figure (metadata timings)
+    usage: int | None = None
+    inuse_first: int | None = None
+    inuse_gc: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.crossed_ns is None or self.fetch_start_ns is None:
+            return None
+        return (self.fetch_start_ns - self.crossed_ns) / 1e6
+
+    @property
+    def to_disk_ms(self) -> float | None:
+        if self.crossed_ns is None or self.first_on_disk_ns is None:
+            return None
+        return (self.first_on_disk_ns - self.crossed_ns) / 1e6
+
+
+def one_run(
+    leaker: Path, shape: str, mode: str, watcher: Watcher, dump_dir: Path, view: PodView
+) -> Run:
+    run = Run(shape, mode)
+    with memory_cgroup(LIMIT, prefix="oomdump-bench") as group:
+        app = group.spawn(
+            [str(leaker), *SHAPES[shape]], stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        out = Lines(app.stdout)
+        try:
+            run.pid = app.pid
+            if out.wait_for(lambda line: line.startswith("listening"), 10) is None:
+                run.notes.append("leaker did not start")
+                return run
+            view.add(app.pid)
+            # The watcher opens its connection when it starts watching the process.
+            run.discovered = out.wait_for(lambda line: line.startswith("conn"), 10) is not None
+            if not run.discovered:
+                run.notes.append("watcher never connected")
+                return run
+            watched = watcher.log.wait_for(
+                lambda line: "event=watching" in line and f"pid={app.pid} " in line, 5
+            )
+            if watched is None:
+                run.notes.append("watcher never logged watching")
+            crossing = Crossing(group)
+            try:
+                os.kill(app.pid, signal.SIGUSR1)
+                try:
+                    app.wait(120)
+                except subprocess.TimeoutExpired:
+                    run.notes.append("leaker not killed within 120s")
+            finally:
+                crossing.close()
+            run.crossed_ns = crossing.at_ns
+            run.oom_killed = group.oom_kills() > 0
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(app.pid, signal.SIGKILL)
+            app.wait()
+            view.remove(app.pid)
+    # The watcher drops a process on its next table refresh; its captures end before.
+    watcher.log.wait_for(lambda line: "event=process-gone" in line and f"pid={run.pid} " in line, 5)
+    requests = [line.split() for line in out.lines if line.startswith("request ")]
+    first_fetch = [int(r[1]) for r in requests if "gc=1" not in r[2] and "heap" in r[2]]
+    run.fetch_start_ns = min(first_fetch) if first_fetch else None
+    collect_dumps(run, dump_dir)
+    return run
+
+
+def collect_dumps(run: Run, dump_dir: Path) -> None:
+    for metadata_path in sorted(dump_dir.rglob(f"*-{run.pid}-*.json")):
+        metadata = json.loads(metadata_path.read_text())
+        if metadata.get("pid") != run.pid:
+            continue
+        profile = Path(str(metadata_path)[: -len(".json")] + ".pb.gz")
+        if not profile.exists():
+            continue
+        data = profile.read_bytes()
+        inuse = inuse_bytes(data)
+        if metadata.get("gc"):
+            run.captured_gc = True
+            run.inuse_gc = inuse
+        else:
+            run.captured = True
+            run.inuse_first = inuse
+            run.first_on_disk_ns = profile.stat().st_mtime_ns
+            run.trigger = metadata.get("trigger", "")
+            run.detected_to_fetch_ms = metadata.get("timings", {}).get("detected_to_fetch_start_ms")
+            run.usage = metadata.get("usage")
+        profile.unlink()
+        metadata_path.unlink()
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered) + 0.5) - 1))]
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
+    mine = [r for r in runs if r.shape == shape and r.mode == mode and r.discovered]
+    latencies = [r.latency_ms for r in mine if r.latency_ms is not None]
+    to_disk = [r.to_disk_ms for r in mine if r.to_disk_ms is not None]
+    first = [r.inuse_first / r.usage for r in mine if r.inuse_first and r.usage]
+    gc = [r.inuse_gc / r.usage for r in mine if r.inuse_gc and r.usage]
+    return {
+        "shape": shape,
+        "mode": mode,
+        "runs": len(mine),
+        "oom_killed": sum(r.oom_killed for r in mine),
+        "captured": sum(r.captured for r in mine),
+        "captured_gc": sum(r.captured_gc for r in mine),
+        "by_event": sum(r.trigger == "event" for r in mine),
+        "latency_p50_ms": percentile(latencies, 0.5),
+        "latency_p99_ms": percentile(latencies, 0.99),
+        "disk_p50_ms": percentile(to_disk, 0.5),
+        "disk_p99_ms": percentile(to_disk, 0.99),
+        "complete_first_p50": statistics.median(first) if first else None,
+        "complete_gc_p50": statistics.median(gc) if gc else None,
+    }
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    header = (
+        "| shape | mode | captured | ?gc=1 too | by event | detect p50 / p99 ms "
+        "| on disk p50 / p99 ms | complete first / gc=1 |"
+    )
+    print(header)
+    print("|" + "---|" * 8)
+    for row in rows:
+        runs = row["runs"] or 1
+        print(
+            f"| {row['shape']} | {row['mode']} "
+            f"| {row['captured']}/{row['runs']} ({100 * row['captured'] / runs:.0f}%) "
+            f"| {row['captured_gc']}/{row['runs']} | {row['by_event']} "
+            f"| {fmt(row['latency_p50_ms'])} / {fmt(row['latency_p99_ms'])} "
+            f"| {fmt(row['disk_p50_ms'])} / {fmt(row['disk_p99_ms'])} "
+            f"| {fmt(row['complete_first_p50'], 2)} / {fmt(row['complete_gc_p50'], 2)} |",
+            flush=True,
+        )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def overhead(
+    leaker: Path, mode: str, seconds: float, processes: int, pod_view: bool
+) -> dict[str, object]:
+    """CPU (% of one core) and RSS of the watcher watching idle leakers."""
+    with (
+        tempfile.TemporaryDirectory(prefix="oomdump-bench-") as dump,
+        tempfile.TemporaryDirectory(prefix="oomdump-bench-proc-") as proc,
+        ExitStack() as stack,
+    ):
+        view = PodView(Path(proc) if pod_view else None)
+        watcher = Watcher(MODES[mode], Path(dump), view)
+        stack.callback(watcher.stop)
+        outs = []
+        for _ in range(processes):
+            group = stack.enter_context(memory_cgroup(LIMIT, prefix="oomdump-bench"))
+            app = group.spawn([str(leaker), "-shape", "burst"], stdout=subprocess.PIPE, text=True)
+            stack.callback(app.wait)
+            stack.callback(lambda pid=app.pid: os.killpg(pid, signal.SIGKILL))
+            outs.append(Lines(app.stdout))
+            if outs[-1].wait_for(lambda line: line.startswith("listening"), 10):
+                view.add(app.pid)
+        connected = sum(
+            o.wait_for(lambda line: line.startswith("conn"), 15) is not None for o in outs
+        )
+        start_cpu, start = cpu_seconds(watcher.process.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu = cpu_seconds(watcher.process.pid) - start_cpu
+        elapsed = time.monotonic() - start
+        return {
+            "mode": mode,
+            "view": "pod" if pod_view else "host",
+            "processes": processes,
+            "connected": connected,
+            "seconds": round(elapsed, 1),
+            "cpu_percent_of_one_core": round(100 * cpu / elapsed, 2),
+            "rss_mib": round(rss_mib(watcher.process.pid), 1),
+            "peak_rss_mib": round(rss_mib(watcher.process.pid, "VmHWM"), 1),
+        }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=20, help="runs per shape and mode")
+    parser.add_argument(
+        "--modes", default=",".join(DEFAULT_MODES), help="comma list of " + ",".join(MODES)
+    )
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="comma list")
+    parser.add_argument("--overhead-seconds", type=float, default=20.0)
+    parser.add_argument("--overhead-modes", default="events,adaptive,poll-100ms")
+    parser.add_argument(
+        "--view",
+        choices=("pod", "host"),
+        default="pod",
+        help="pod: the watcher's PROC_ROOT shows only the leakers (as in a pod); host: /proc",
+    )
+    parser.add_argument("--out", default="/tmp/oomdump-bench-capture.json", help="raw results")
+    args = parser.parse_args()
+    reason = cgroup_v1_unavailable()
+    if reason is not None:
+        print(f"bench-capture needs real cgroup v1 memory limits: {reason}", file=sys.stderr)
+        return 2
+    modes = [m for m in args.modes.split(",") if m]
+    shapes = [s for s in args.shapes.split(",") if s]
+    for name in modes + args.overhead_modes.split(","):
+        if name and name not in MODES:
+            print(f"unknown mode {name!r}: choose from {', '.join(MODES)}", file=sys.stderr)
+            return 2
+    leaker = build_local("leaker", Path(__file__).parent / "leaker")
+    began = time.monotonic()
+    runs: list[Run] = []
+    rows: list[dict[str, object]] = []
+    for mode in modes:
+        dump_dir = Path(tempfile.mkdtemp(prefix="oomdump-bench-"))
+        proc_dir = Path(tempfile.mkdtemp(prefix="oomdump-bench-proc-"))
+        view = PodView(proc_dir if args.view == "pod" else None)
+        watcher = Watcher(MODES[mode], dump_dir, view)
+        try:
+            for shape in shapes:
+                for _ in range(args.runs):
+                    runs.append(one_run(leaker, shape, mode, watcher, dump_dir, view))
+                rows.append(summarize(runs, shape, mode))
+                print(f"# {mode} {shape} done at {time.monotonic() - began:.0f}s", flush=True)
+        finally:
+            watcher.stop()
+            shutil.rmtree(dump_dir, ignore_errors=True)
+            shutil.rmtree(proc_dir, ignore_errors=True)
+    costs = [
+        overhead(leaker, mode, args.overhead_seconds, 20, pod_view=True)
+        for mode in args.overhead_modes.split(",")
+        if mode
+    ]
+    if args.overhead_seconds > 0 and "events" in args.overhead_modes.split(","):
+        costs.append(overhead(leaker, "events", args.overhead_seconds, 20, pod_view=False))
+    print(
+        f"\ncapture under a {LIMIT // MiB} MiB limit, CRITICAL={CRITICAL}%, {args.view} view "
+        f"({args.runs} runs per row, {time.monotonic() - began:.0f}s):\n"
+    )
+    print_table(
+        sorted(rows, key=lambda r: (list(SHAPES).index(r["shape"]), modes.index(r["mode"])))
+    )
+    print("\nwatcher overhead, 20 idle processes, WATCH_TIME=100ms:\n")
+    print("| mode | PROC_ROOT view | connected | CPU % of one core | RSS MiB | peak RSS MiB |")
+    print("|---|---|---|---|---|---|")
+    for cost in costs:
+        print(
+            f"| {cost['mode']} | {cost['view']} | {cost['connected']}/{cost['processes']} "
+            f"| {cost['cpu_percent_of_one_core']} | {cost['rss_mib']} | {cost['peak_rss_mib']} |"
+        )
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "rows": rows,
+                "overhead": costs,
+                "runs": [
+                    {**asdict(r), "latency_ms": r.latency_ms, "to_disk_ms": r.to_disk_ms}
+                    for r in runs
+                ],
+            },
+            indent=1,
+        )
+    )
+    print(f"\nraw results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

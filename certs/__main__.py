@@ -1,0 +1,151 @@
+"""`python -m certs` (`oomdump-certs`): generate certificates to a folder, or keep them
+in-cluster (`bootstrap`: Secret, caBundle, served files; once, or as a reconcile loop)."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from certs.assess import CA_CERT, TLS_CERT, TLS_KEY
+from certs.bootstrap import BootstrapSettings, ReconcileError, reconcile, run_loop
+from certs.kube import ClusterError, KubeCluster, api_client
+from certs.material import IssueSettings
+from certs.pki import issue_ca, issue_serving_pair, service_dns_names
+from certs.validity import parse_validity
+from oomdump.durations import parse_duration
+
+DEFAULT_NAMESPACE = "oomdump-system"
+DEFAULT_SERVICE = "oomdump-webhook"
+DEFAULT_SECRET = "oomdump-webhook-tls"
+DEFAULT_WEBHOOK_CONFIG = "oomdump"
+
+
+def _validity(text: str) -> timedelta:
+    try:
+        return parse_validity(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _interval(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"interval {text!r} must be longer than zero")
+    return seconds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="oomdump-certs", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def common(sub: argparse.ArgumentParser, namespace_default: str, namespace_help: str) -> None:
+        sub.add_argument(
+            "--service", default=DEFAULT_SERVICE, help=f"the webhook's Service ({DEFAULT_SERVICE})"
+        )
+        sub.add_argument("--namespace", default=namespace_default, help=namespace_help)
+        sub.add_argument(
+            "--validity",
+            type=_validity,
+            default=parse_validity("365d"),
+            help="serving certificate lifetime: days (365, 365d) or a Go duration (720h)",
+        )
+        sub.add_argument(
+            "--ca-validity",
+            type=_validity,
+            default=parse_validity("3650d"),
+            help="CA lifetime, at least --validity (default 3650d)",
+        )
+
+    generate = commands.add_parser("generate", help="write ca.crt, tls.crt, tls.key to --out")
+    common(generate, DEFAULT_NAMESPACE, f"the Service's namespace ({DEFAULT_NAMESPACE})")
+    generate.add_argument("--out", type=Path, required=True, help="folder to write into")
+
+    bootstrap = commands.add_parser(
+        "bootstrap", help="keep the Secret, the caBundle and (with --out) the served files"
+    )
+    common(
+        bootstrap,
+        os.environ.get("POD_NAMESPACE", DEFAULT_NAMESPACE),
+        f"the Service's and Secret's namespace ($POD_NAMESPACE, else {DEFAULT_NAMESPACE})",
+    )
+    bootstrap.add_argument(
+        "--secret-name", default=DEFAULT_SECRET, help=f"in --namespace (default {DEFAULT_SECRET})"
+    )
+    bootstrap.add_argument(
+        "--webhook-config-name",
+        default=DEFAULT_WEBHOOK_CONFIG,
+        help=f"the MutatingWebhookConfiguration to keep (default {DEFAULT_WEBHOOK_CONFIG})",
+    )
+    bootstrap.add_argument("--out", type=Path, help="also keep ca.crt, tls.crt, tls.key here")
+    bootstrap.add_argument("--kubeconfig", help="default: in-cluster, else $KUBECONFIG")
+    bootstrap.add_argument("--loop", action="store_true", help="reconcile until SIGTERM")
+    bootstrap.add_argument(
+        "--interval", type=_interval, default=30.0, help="loop period, Go duration (30s)"
+    )
+    return parser
+
+
+def _write_plain(folder: Path, files: dict[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        staged = folder / f".{name}.tmp"
+        staged.write_bytes(content)
+        staged.chmod(0o600 if name.endswith(".key") else 0o644)
+        os.replace(staged, folder / name)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    issue = IssueSettings(args.service, args.namespace, args.validity, args.ca_validity)
+    names = service_dns_names(issue.service, issue.namespace)
+    now = datetime.now(UTC)
+    ca = issue_ca(f"oomdump webhook CA {issue.namespace}", issue.ca_validity, now)
+    pair = issue_serving_pair(ca, names, issue.validity, now)
+    _write_plain(args.out, {CA_CERT: ca.cert_pem, TLS_CERT: pair.cert_pem, TLS_KEY: pair.key_pem})
+    print(f"wrote {CA_CERT}, {TLS_CERT}, {TLS_KEY} to {args.out} for {', '.join(names)}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    settings = BootstrapSettings(
+        IssueSettings(args.service, args.namespace, args.validity, args.ca_validity),
+        args.webhook_config_name,
+        args.out,
+    )
+    service_dns_names(args.service, args.namespace)
+    cluster = KubeCluster(
+        api_client(args.kubeconfig), args.namespace, args.secret_name, args.webhook_config_name
+    )
+
+    def clock() -> datetime:
+        return datetime.now(UTC)
+
+    if not args.loop:
+        outcome = reconcile(cluster, settings, clock)
+        print("; ".join(outcome.done) or "nothing to do: secret, caBundle and files are current")
+        return 0
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run_loop(cluster, settings, clock, args.interval, stop.wait)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return _generate(args) if args.command == "generate" else _bootstrap(args)
+    except (ValueError, ClusterError, ReconcileError, OSError) as error:
+        print(f"oomdump-certs {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

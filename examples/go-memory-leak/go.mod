@@ -1,0 +1,3 @@
+module oomdump.example/go-memory-leak
+
+go 1.22

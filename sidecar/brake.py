@@ -1,0 +1,233 @@
+"""The emergency brake (EMERGENCY_BRAKE=true, off by default): buy time for a capture.
+
+RISK: while engaged the brake changes the limits of the application's own cgroup.
+- cgroup v2: `memory.high` is set just above current usage (or the threshold); the kernel
+  then throttles the group's allocations (reclaim and sleep) instead of letting them race
+  to `memory.max`. The application is slowed, not killed, for at most `max_hold` seconds.
+- cgroup v1: `memory.oom_control` oom_kill_disable=1, and `memory.limit_in_bytes` raised by
+  a bounded amount (1/8 of the limit, at most 256 MiB). A task that reaches the limit
+  freezes instead of dying, and the raise leaves the pprof handler room to answer. The
+  node must have that much memory to spare.
+Both are restored when the capture ends, or after `max_hold` seconds even if the capture
+hangs. On v1, the OOM killer is re-enabled first; the old limit is written back as soon
+as usage fits under it (retried for `restore_deadline` seconds: a process that kept
+leaking is OOM-killed at the raised limit, which frees the room).
+"""
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+from sidecar import log
+from sidecar.detect import Watch
+
+MiB = 1024 * 1024
+DEFAULT_MAX_HOLD = 2.0
+DEFAULT_RESTORE_DEADLINE = 10.0
+V1_RAISE_FRACTION = 8  # raise by limit / 8 ...
+V1_RAISE_CAP = 256 * MiB  # ... but never by more than this
+
+
+def _read(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def _write(path: Path, value: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(value)
+
+
+def _oom_kill_disable(cgroup_dir: Path) -> str:
+    for line in _read(cgroup_dir / "memory.oom_control").splitlines():
+        name, _, value = line.partition(" ")
+        if name == "oom_kill_disable":
+            return value
+    raise OSError(f"{cgroup_dir / 'memory.oom_control'} has no oom_kill_disable line")
+
+
+def v1_raise(limit: int) -> int:
+    """How far the v1 brake raises `limit` (bounded)."""
+    return min(limit // V1_RAISE_FRACTION, V1_RAISE_CAP)
+
+
+def v2_high(usage: int, threshold: int, limit: int | None) -> int:
+    """The temporary memory.high: a little above usage (or the threshold), below the max."""
+    base = max(usage, threshold)
+    margin = max(MiB, ((limit - base) // 8) if limit is not None and limit > base else 16 * MiB)
+    return base + margin
+
+
+class EmergencyBrake:
+    """Engages around one capture; always restored on exit and within `max_hold` seconds."""
+
+    def __init__(
+        self,
+        max_hold: float = DEFAULT_MAX_HOLD,
+        restore_deadline: float = DEFAULT_RESTORE_DEADLINE,
+    ) -> None:
+        if max_hold <= 0 or restore_deadline <= 0:
+            raise ValueError("brake: max_hold and restore_deadline must be > 0 seconds")
+        self.max_hold = max_hold
+        self.restore_deadline = restore_deadline
+        self._lock = threading.Lock()
+        self._held: set[Path] = set()
+
+    def holding(self, watch: Watch) -> AbstractContextManager[None]:
+        return self._hold(watch)
+
+    @contextmanager
+    def _hold(self, watch: Watch) -> Iterator[None]:
+        with self._lock:
+            if watch.cgroup_dir in self._held:  # another capture in this group holds it
+                yield
+                return
+            self._held.add(watch.cgroup_dir)
+        try:
+            undo = self._engage_v1(watch) if watch.version == 1 else self._engage_v2(watch)
+        except OSError as error:
+            log.warn(
+                "brake-failed",
+                cgroup=watch.cgroup_dir,
+                reason=f"could not engage, capturing without it: {error}",
+            )
+            self._release(watch.cgroup_dir)
+            yield
+            return
+        restore = _once(lambda: self._restore(watch, undo))
+        timer = threading.Timer(self.max_hold, restore)
+        timer.daemon = True
+        timer.start()
+        try:
+            yield
+        finally:
+            timer.cancel()
+            restore()
+
+    def _release(self, cgroup_dir: Path) -> None:
+        with self._lock:
+            self._held.discard(cgroup_dir)
+
+    def _restore(self, watch: Watch, undo: Callable[[], None]) -> None:
+        try:
+            undo()
+        finally:
+            self._release(watch.cgroup_dir)
+
+    def _engage_v2(self, watch: Watch) -> Callable[[], None]:
+        high_file = watch.cgroup_dir / "memory.high"
+        old_high = _read(high_file)
+        usage = int(_read(watch.cgroup_dir / "memory.current"))
+        max_text = _read(watch.cgroup_dir / "memory.max")
+        limit = None if max_text == "max" else int(max_text)
+        high = v2_high(usage, watch.threshold_bytes, limit)
+        _write(high_file, str(high))
+        log.warn(
+            "brake-engaged",
+            cgroup=watch.cgroup_dir,
+            memory_high=f"{old_high}->{high}",
+            max_hold=f"{self.max_hold:g}s",
+        )
+
+        def undo() -> None:
+            try:
+                _write(high_file, old_high)
+                log.warn("brake-released", cgroup=watch.cgroup_dir, memory_high=old_high)
+            except OSError as error:
+                log.error(
+                    "brake-restore-failed",
+                    cgroup=watch.cgroup_dir,
+                    memory_high=old_high,
+                    reason=str(error),
+                )
+
+        return undo
+
+    def _engage_v1(self, watch: Watch) -> Callable[[], None]:
+        group = watch.cgroup_dir
+        oom_control = group / "memory.oom_control"
+        limit_file = group / "memory.limit_in_bytes"
+        memsw_file = group / "memory.memsw.limit_in_bytes"
+        old_disable = _oom_kill_disable(group)
+        old_limit = int(_read(limit_file))
+        old_memsw = int(_read(memsw_file)) if memsw_file.exists() else None
+        raised = old_limit + v1_raise(old_limit)
+        _write(oom_control, "1")
+        try:
+            if old_memsw is not None and old_memsw < raised:
+                _write(memsw_file, str(raised))
+            _write(limit_file, str(raised))
+        except OSError as error:
+            log.warn("brake-raise-refused", cgroup=group, reason=f"{error}; oom_kill_disable alone")
+            raised = old_limit
+        log.warn(
+            "brake-engaged",
+            cgroup=group,
+            oom_kill_disable=1,
+            limit=f"{old_limit}->{raised}",
+            max_hold=f"{self.max_hold:g}s",
+        )
+
+        def undo() -> None:
+            try:
+                _write(oom_control, old_disable)
+            except OSError as error:
+                log.error(
+                    "brake-restore-failed",
+                    cgroup=group,
+                    oom_kill_disable=old_disable,
+                    reason=str(error),
+                )
+            if raised != old_limit and not self._try_lower(group, old_limit, old_memsw):
+                # Usage is above the old limit for now: keep trying apart from the loop.
+                threading.Thread(
+                    target=self._lower_limit,
+                    args=(group, old_limit, old_memsw),
+                    name="brake-restore",
+                    daemon=True,
+                ).start()
+
+        return undo
+
+    def _try_lower(self, group: Path, old_limit: int, old_memsw: int | None) -> bool:
+        """Write the old limits back; False while usage does not fit under them (EBUSY)."""
+        try:
+            _write(group / "memory.limit_in_bytes", str(old_limit))
+            if old_memsw is not None:
+                _write(group / "memory.memsw.limit_in_bytes", str(old_memsw))
+        except FileNotFoundError:
+            return True  # the group is gone with its limits
+        except OSError:
+            return False
+        log.warn("brake-released", cgroup=group, oom_kill_disable="restored", limit=old_limit)
+        return True
+
+    def _lower_limit(self, group: Path, old_limit: int, old_memsw: int | None) -> None:
+        end = time.monotonic() + self.restore_deadline
+        while not self._try_lower(group, old_limit, old_memsw):
+            if time.monotonic() > end:
+                log.error(
+                    "brake-restore-failed",
+                    cgroup=group,
+                    limit=old_limit,
+                    reason=f"usage stays above the old limit after {self.restore_deadline:g}s",
+                )
+                return
+            time.sleep(0.02)
+
+
+def _once(action: Callable[[], None]) -> Callable[[], None]:
+    """`action` wrapped to run at most once, whichever thread calls it first."""
+    lock = threading.Lock()
+    done = False
+
+    def run() -> None:
+        nonlocal done
+        with lock:
+            if done:
+                return
+            done = True
+        action()
+
+    return run

@@ -1,0 +1,136 @@
+"""The watcher's environment contract (DESIGN.md), read and checked once at start."""
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from oomdump.durations import parse_duration
+
+MemoryMetric = Literal["working_set", "usage"]
+
+
+class ConfigError(ValueError):
+    """A variable has a value the watcher cannot use; the message names it and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Config:
+    critical_percent: int
+    cooldown: float
+    watch_time: float
+    bucket: str | None
+    s3_prefix: str
+    s3_endpoint_url: str | None
+    dump_dir: Path
+    pprof_path: str
+    pprof_ports: tuple[int, ...] | None
+    memory_metric: MemoryMetric
+    pod_name: str
+    pod_namespace: str
+    node_name: str
+    proc_root: Path
+    metrics_port: int | None
+    detect_mode: str
+    emergency_brake: bool
+    # When the spool holds this many dumps or bytes, new captures are refused (logged, counted
+    # as failure reason `spool-full`); nothing already spooled is deleted.
+    spool_max_files: int
+    spool_max_bytes: int
+    fetch_timeout: float  # whole-request deadline for one pprof fetch
+    pprof_max_bytes: int  # larger answers are dropped as `too-large`
+    shutdown_grace: float  # time given to in-flight uploads after SIGTERM
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer; allowed: {low}-{high}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range; allowed: {low}-{high}")
+    return value
+
+
+def _duration(env: Mapping[str, str], name: str, default: str, minimum: float) -> float:
+    raw = env.get(name, "").strip() or default
+    try:
+        value = parse_duration(raw)
+    except ValueError as error:
+        raise ConfigError(f"{name}: {error}") from None
+    if value < minimum:
+        raise ConfigError(
+            f"{name}={raw!r} is too short; allowed: a Go-style duration >= {minimum * 1000:g}ms"
+        )
+    return value
+
+
+def _ports(env: Mapping[str, str]) -> tuple[int, ...] | None:
+    raw = env.get("PPROF_PORTS", "").strip()
+    if not raw:
+        return None
+    ports: list[int] = []
+    for part in raw.split(","):
+        text = part.strip()
+        if not text.isdigit() or not 1 <= int(text) <= 65535:
+            raise ConfigError(
+                f"PPROF_PORTS={raw!r}: {text!r} is not a port; allowed: comma list of 1-65535"
+            )
+        if int(text) not in ports:
+            ports.append(int(text))
+    return tuple(ports)
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "off", "no"):
+        return False
+    if value in ("1", "true", "on", "yes"):
+        return True
+    raise ConfigError(f"{name}={value!r} is not a boolean; allowed: true/false, on/off, 1/0")
+
+
+def load_config(env: Mapping[str, str] | None = None) -> Config:
+    """The Config for `env` (default: os.environ); ConfigError on the first bad value."""
+    env = os.environ if env is None else env
+    host = socket.gethostname()
+    metrics_port = _int(env, "METRICS_PORT", 0, 1, 65535) if env.get("METRICS_PORT") else None
+    pprof_path = env.get("PPROF_PATH", "").strip() or "/debug/pprof/heap"
+    if not pprof_path.startswith("/"):
+        raise ConfigError(f"PPROF_PATH={pprof_path!r} must start with '/'")
+    return Config(
+        critical_percent=_int(env, "CRITICAL", 70, 1, 99),
+        cooldown=_duration(env, "COOLDOWN", "30s", 0.0),
+        watch_time=_duration(env, "WATCH_TIME", "100ms", 0.001),
+        bucket=env.get("BUCKET", "").strip() or None,
+        s3_prefix=env.get("S3_PREFIX", "").strip(),
+        s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
+        dump_dir=Path(env.get("DUMP_DIR", "").strip() or "/tmp/oomdump"),
+        pprof_path=pprof_path,
+        pprof_ports=_ports(env),
+        memory_metric=_choice(env, "MEMORY_METRIC", "working_set", ("working_set", "usage")),  # type: ignore[arg-type]
+        pod_name=env.get("POD_NAME", "").strip() or host,
+        pod_namespace=env.get("POD_NAMESPACE", "").strip() or "local",
+        node_name=env.get("NODE_NAME", "").strip() or host,
+        proc_root=Path(env.get("PROC_ROOT", "").strip() or "/proc"),
+        metrics_port=metrics_port,
+        detect_mode=env.get("DETECT_MODE", "").strip() or "auto",
+        emergency_brake=_bool(env, "EMERGENCY_BRAKE"),
+        spool_max_files=_int(env, "SPOOL_MAX_FILES", 200, 1, 1_000_000),
+        spool_max_bytes=_int(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, 2**50),
+        fetch_timeout=_duration(env, "FETCH_TIMEOUT", "5s", 0.01),
+        pprof_max_bytes=_int(env, "PPROF_MAX_BYTES", 64 * 1024 * 1024, 1024, 2**40),
+        shutdown_grace=_duration(env, "SHUTDOWN_GRACE", "10s", 0.0),
+    )

@@ -1,0 +1,180 @@
+"""cgroup v1 memory thresholds: the kernel signals an eventfd the moment usage crosses one.
+
+Writing `"<eventfd> <fd of memory.usage_in_bytes> <bytes>"` to the group's
+`cgroup.event_control` arms a threshold; the kernel signals the eventfd in the same
+millisecond usage crosses it (in either direction) and also when the group is removed.
+A registration remembers the identity (device, inode) of the group directory it was made
+on, so a group recreated under the same path (a restarted container) is registered anew.
+"""
+
+import os
+from collections.abc import Hashable
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from sidecar import log
+from sidecar.detect import Watch
+
+EVENT_CONTROL = "cgroup.event_control"
+USAGE_FILE = "memory.usage_in_bytes"
+
+
+class ThresholdError(OSError):
+    """A threshold could not be armed; the message says why (the watch falls back to polling)."""
+
+
+def events_unavailable(cgroup_dir: Path) -> str | None:
+    """Why eventfd thresholds cannot be armed on `cgroup_dir`, or None when they can."""
+    control = cgroup_dir / EVENT_CONTROL
+    if not control.exists():
+        return f"{control} does not exist (not a cgroup v1 memory group)"
+    if not (cgroup_dir / USAGE_FILE).exists():
+        return f"{cgroup_dir / USAGE_FILE} does not exist"
+    if not os.access(control, os.W_OK):
+        return f"{control} is not writable (read-only cgroupfs, or not privileged)"
+    return None
+
+
+def _identity(cgroup_dir: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(cgroup_dir)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino)
+
+
+@dataclass
+class Registration:
+    """One armed threshold: the eventfd the kernel signals, and what it was armed on."""
+
+    watch: Watch
+    eventfd: int
+    usage_fd: int
+    identity: tuple[int, int]
+
+    def close(self) -> None:
+        for fd in (self.eventfd, self.usage_fd):
+            with suppress(OSError):
+                os.close(fd)
+
+    def still_current(self) -> bool:
+        """False once the group directory is gone or is another group of the same path."""
+        return _identity(self.watch.cgroup_dir) == self.identity
+
+
+def arm(watch: Watch) -> Registration:
+    """Arm `watch.threshold_bytes` on the watch's group; ThresholdError says why not."""
+    reason = events_unavailable(watch.cgroup_dir)
+    if reason is not None:
+        raise ThresholdError(reason)
+    identity = _identity(watch.cgroup_dir)
+    if identity is None:
+        raise ThresholdError(f"{watch.cgroup_dir} vanished")
+    eventfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+    usage_fd = -1
+    try:
+        usage_fd = os.open(watch.cgroup_dir / USAGE_FILE, os.O_RDONLY | os.O_CLOEXEC)
+        control = os.open(watch.cgroup_dir / EVENT_CONTROL, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(control, f"{eventfd} {usage_fd} {watch.threshold_bytes}".encode())
+        finally:
+            os.close(control)
+    except OSError as error:
+        os.close(eventfd)
+        if usage_fd >= 0:
+            os.close(usage_fd)
+        raise ThresholdError(
+            f"arming a threshold on {watch.cgroup_dir / EVENT_CONTROL} failed: {error}"
+        ) from error
+    return Registration(watch, eventfd, usage_fd, identity)
+
+
+def drain(eventfd: int) -> bool:
+    """Consume a pending signal; True when there was one."""
+    try:
+        os.eventfd_read(eventfd)
+    except BlockingIOError:
+        return False
+    return True
+
+
+class ThresholdSet:
+    """The armed thresholds of every v1 watch, kept in step with the watched set."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[Hashable, Registration] = {}
+        self._by_fd: dict[int, Registration] = {}
+        self._stale: dict[Hashable, Watch] = {}
+
+    def sync(self, watches: list[Watch]) -> dict[Hashable, str]:
+        """Arm what is new or changed, disarm what left; return the keys that could not be
+        armed, with the reason (the caller polls those instead)."""
+        wanted = {watch.key: watch for watch in watches}
+        for key in [key for key in self._by_key if key not in wanted]:
+            self._disarm(key)
+        self._stale = {key: watch for key, watch in self._stale.items() if key in wanted}
+        failed: dict[Hashable, str] = {}
+        for key, watch in wanted.items():
+            current = self._by_key.get(key)
+            if current is not None and current.watch == watch and current.still_current():
+                continue
+            if current is not None:
+                self._disarm(key)
+            try:
+                self._add(arm(watch))
+            except ThresholdError as error:
+                failed[key] = str(error)
+        return failed
+
+    def _add(self, registration: Registration) -> None:
+        self._by_key[registration.watch.key] = registration
+        self._by_fd[registration.eventfd] = registration
+        self._stale.pop(registration.watch.key, None)
+
+    def _disarm(self, key: Hashable) -> None:
+        registration = self._by_key.pop(key, None)
+        if registration is not None:
+            self._by_fd.pop(registration.eventfd, None)
+            registration.close()
+
+    def fds(self) -> list[int]:
+        return list(self._by_fd)
+
+    def fired(self, eventfd: int) -> Hashable | None:
+        """The key whose threshold (or group removal) signalled `eventfd`, after draining it.
+        A signal from a removed or replaced group disarms it for `rearm_stale`."""
+        registration = self._by_fd.get(eventfd)
+        if registration is None or not drain(eventfd):
+            return None
+        key = registration.watch.key
+        if not registration.still_current():
+            log.info(
+                "threshold-stale",
+                cgroup=registration.watch.cgroup_dir,
+                reason="cgroup removed or replaced; re-armed when it is back",
+            )
+            self._disarm(key)
+            self._stale[key] = registration.watch
+        return key
+
+    def rearm_stale(self) -> None:
+        """Try again to arm the thresholds of groups that were removed or replaced."""
+        for watch in list(self._stale.values()):
+            try:
+                self._add(arm(watch))
+                log.info("threshold-rearmed", cgroup=watch.cgroup_dir)
+            except ThresholdError:
+                pass
+
+    @property
+    def stale(self) -> frozenset[Hashable]:
+        return frozenset(self._stale)
+
+    def armed(self) -> frozenset[Hashable]:
+        return frozenset(self._by_key)
+
+    def close(self) -> None:
+        for key in list(self._by_key):
+            self._disarm(key)
+        self._stale.clear()

@@ -1,0 +1,184 @@
+"""The detector that does not wait for the next poll.
+
+Each watch is routed to the fastest signal its cgroup offers:
+- `events`: cgroup v1 with a writable `cgroup.event_control` -> an eventfd threshold on
+  `memory.usage_in_bytes` (the kernel wakes us at the crossing);
+- `adaptive`: an adaptive poll (tightening near the threshold, `sidecar.adaptive`), plus
+  inotify on cgroup v2 `memory.events`;
+- `poll`: the plain interval, for what neither can serve.
+
+DETECT_MODE=events routes v1 watches to events and the rest to the poll; =adaptive routes
+every watch to the adaptive poll; =auto routes v1 to events when it can, v2 to adaptive,
+the rest to the poll. Every watch is sampled at least once per interval whatever its route.
+The route of every watch, and why a watch fell back, is logged when it changes.
+"""
+
+import os
+import select
+import time
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from contextlib import suppress
+from pathlib import Path
+from typing import Literal
+
+from sidecar import log
+from sidecar.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
+from sidecar.detect import Watch
+from sidecar.events_v1 import ThresholdSet
+from sidecar.inotify import Inotify
+
+Route = Literal["events", "adaptive", "poll"]
+FastMode = Literal["events", "adaptive", "auto"]
+MEMORY_EVENTS = "memory.events"
+
+
+class FastDetector:
+    """Eventfd thresholds, an adaptive poll and the plain poll behind one `wait()`."""
+
+    def __init__(
+        self,
+        mode: FastMode,
+        interval: float,
+        min_interval: float = DEFAULT_MIN_INTERVAL,
+        planned_rate: float = DEFAULT_PLANNED_RATE,
+    ) -> None:
+        if mode not in ("events", "adaptive", "auto"):
+            raise ValueError(f"detector mode {mode!r} is not one of events, adaptive, auto")
+        if interval <= 0:
+            raise ValueError(f"detector interval must be > 0 seconds, got {interval}")
+        self._wanted: FastMode = mode
+        self.mode: str = mode
+        self._interval = interval
+        self._thresholds = ThresholdSet()
+        self._planner = AdaptivePlanner(interval, min(min_interval, interval), planned_rate)
+        self._inotify = Inotify()
+        self._inotify_keys: dict[int, Hashable] = {}
+        self._inotify_paths: dict[Hashable, tuple[Path, int]] = {}
+        self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._routes: dict[Hashable, Route] = {}
+        self._fallback_said: set[tuple[Hashable, str]] = set()
+        self._last_summary = ""
+        self._poller = select.poll()
+        self._polled: set[int] = set()
+        self._register_fd(self._wake_fd)
+        self._register_fd(self._inotify.fd)
+
+    # -- routing -------------------------------------------------------------------------
+
+    def _preferred(self, watch: Watch) -> Route:
+        if watch.version == 1 and self._wanted in ("events", "auto"):
+            return "events"
+        if self._wanted == "adaptive" or (self._wanted == "auto" and watch.version == 2):
+            return "adaptive"
+        return "poll"
+
+    def watch(self, watches: Sequence[Watch]) -> None:
+        routes: dict[Hashable, Route] = {w.key: self._preferred(w) for w in watches}
+        failed = self._thresholds.sync([w for w in watches if routes[w.key] == "events"])
+        for key, reason in failed.items():
+            routes[key] = "poll"
+            if (key, reason) not in self._fallback_said:
+                self._fallback_said.add((key, reason))
+                log.warn("detector-fallback", key=key, route="poll", reason=reason)
+        self._fallback_said = {(k, r) for k, r in self._fallback_said if k in routes}
+        adaptive = {w.key: w for w in watches if routes[w.key] == "adaptive"}
+        self._planner.watch({key: w.threshold_bytes for key, w in adaptive.items()})
+        self._sync_memory_events([w for w in adaptive.values() if w.version == 2])
+        self._routes = routes
+        self._sync_fds()
+        self._say_routes()
+
+    def _sync_memory_events(self, watches: list[Watch]) -> None:
+        wanted = {w.key: w.cgroup_dir / MEMORY_EVENTS for w in watches}
+        for key, (path, wd) in list(self._inotify_paths.items()):
+            if wanted.get(key) != path:
+                self._inotify.remove(wd)
+                self._inotify_keys.pop(wd, None)
+                del self._inotify_paths[key]
+        for key, path in wanted.items():
+            if key in self._inotify_paths:
+                continue
+            try:
+                wd = self._inotify.add(path)
+            except OSError as error:
+                log.info("memory-events-unwatched", key=key, reason=str(error))
+                continue
+            self._inotify_paths[key] = (path, wd)
+            self._inotify_keys[wd] = key
+
+    def _say_routes(self) -> None:
+        counts = Counter(self._routes.values())
+        used = [route for route in ("events", "adaptive", "poll") if counts[route]]
+        self.mode = "+".join(used) if used else self._wanted
+        summary = ", ".join(f"{counts[route]} by {route}" for route in used)
+        if summary != self._last_summary:
+            self._last_summary = summary
+            log.info(
+                "detector-mode",
+                mode=self.mode,
+                detect_mode=self._wanted,
+                routes=summary or "nothing watched",
+            )
+
+    def routes(self) -> dict[Hashable, Route]:
+        """Each watched key's route (for logs, metrics and tests)."""
+        return dict(self._routes)
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def _register_fd(self, fd: int) -> None:
+        self._poller.register(fd, select.POLLIN)
+        self._polled.add(fd)
+
+    def _sync_fds(self) -> None:
+        wanted = {self._wake_fd, self._inotify.fd, *self._thresholds.fds()}
+        for fd in self._polled - wanted:
+            self._poller.unregister(fd)
+        for fd in wanted - self._polled:
+            self._poller.register(fd, select.POLLIN)
+        self._polled = wanted
+
+    def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
+        if self._routes.get(key) == "adaptive":
+            self._planner.note(key, usage_bytes, at)
+
+    def timeout(self) -> float:
+        """Seconds the next `wait` may block at most."""
+        return self._planner.timeout(time.monotonic())
+
+    def wait(self) -> frozenset[Hashable]:
+        if self._thresholds.stale:
+            self._thresholds.rearm_stale()
+            self._sync_fds()
+        fired: set[Hashable] = set()
+        ready = self._poller.poll(self.timeout() * 1000.0)
+        for fd, _events in ready:
+            if fd == self._wake_fd:
+                _drain(self._wake_fd)
+            elif fd == self._inotify.fd:
+                fired.update(
+                    self._inotify_keys[wd]
+                    for wd in self._inotify.read()
+                    if wd in self._inotify_keys
+                )
+            else:
+                key = self._thresholds.fired(fd)
+                if key is not None:
+                    fired.add(key)
+        if self._thresholds.stale:
+            self._sync_fds()
+        return frozenset(fired)
+
+    def wake(self) -> None:
+        os.eventfd_write(self._wake_fd, 1)
+
+    def close(self) -> None:
+        self._thresholds.close()
+        self._inotify.close()
+        os.close(self._wake_fd)
+
+
+def _drain(fd: int) -> None:
+    with suppress(BlockingIOError):
+        os.eventfd_read(fd)

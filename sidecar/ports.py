@@ -1,0 +1,109 @@
+"""The TCP ports a process itself listens on, and the address to reach each one.
+
+Socket inodes from /proc/<pid>/fd are matched to LISTEN rows (state 0A) of
+/proc/<pid>/net/tcp and tcp6, so a process is only ever asked on its own ports, even in a
+pod where every container shares the network namespace.
+"""
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+TCP_LISTEN = "0A"
+
+
+@dataclass(frozen=True, order=True)
+class Endpoint:
+    port: int
+    host: str  # the address to connect to (wildcards become loopback)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Listener:
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address
+    port: int
+    inode: int
+
+
+def _decode_address(hex_address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hex_address)
+    # The kernel prints each 32-bit word in host (little-endian) byte order.
+    words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    if len(words) == 4:
+        return ipaddress.IPv4Address(words)
+    address = ipaddress.IPv6Address(words)
+    return address.ipv4_mapped or address
+
+
+def parse_tcp_table(text: str) -> list[Listener]:
+    """LISTEN rows of a /proc/net/tcp or tcp6 text."""
+    listeners: list[Listener] = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10 or fields[3] != TCP_LISTEN:
+            continue
+        hex_address, _, hex_port = fields[1].partition(":")
+        listeners.append(Listener(_decode_address(hex_address), int(hex_port, 16), int(fields[9])))
+    return listeners
+
+
+def socket_inodes(proc_root: Path, pid: int) -> set[int]:
+    """Inodes of the sockets open in `pid` (fds vanish while we read: they are skipped)."""
+    fd_dir = proc_root / str(pid) / "fd"
+    inodes: set[int] = set()
+    for name in os.listdir(fd_dir):
+        try:
+            target = os.readlink(fd_dir / name)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def _connect_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    if address.is_unspecified:
+        return "127.0.0.1" if address.version == 4 else "::1"
+    return str(address)
+
+
+def endpoints(listeners: list[Listener], inodes: set[int]) -> list[Endpoint]:
+    """One endpoint per port the process listens on; IPv4 preferred when bound on both."""
+    chosen: dict[int, Listener] = {}
+    for listener in listeners:
+        if listener.inode not in inodes:
+            continue
+        current = chosen.get(listener.port)
+        if current is None or _preference(listener) < _preference(current):
+            chosen[listener.port] = listener
+    return sorted(Endpoint(port, _connect_host(lst.address)) for port, lst in chosen.items())
+
+
+def _preference(listener: Listener) -> tuple[int, int]:
+    # Loopback or wildcard first (always reachable from the sidecar), IPv4 before IPv6.
+    address = listener.address
+    local = address.is_loopback or address.is_unspecified
+    return (0 if local else 1, 0 if address.version == 4 else 1)
+
+
+def discover(proc_root: Path, pid: int) -> list[Endpoint]:
+    """The process's own listening endpoints; OSError when it vanished or is unreadable."""
+    inodes = socket_inodes(proc_root, pid)
+    if not inodes:
+        return []
+    listeners: list[Listener] = []
+    for table in ("tcp", "tcp6"):
+        try:
+            listeners += parse_tcp_table((proc_root / str(pid) / "net" / table).read_text())
+        except FileNotFoundError:
+            continue  # no IPv6 in this kernel or namespace
+    return endpoints(listeners, inodes)
+
+
+def fixed(ports: tuple[int, ...]) -> list[Endpoint]:
+    """PPROF_PORTS: the same ports for every process, on loopback."""
+    return [Endpoint(port, "127.0.0.1") for port in ports]

@@ -1,0 +1,93 @@
+"""The process table: which processes under PROC_ROOT are candidates for watching.
+
+A process is keyed by pid and start time (field 22 of /proc/<pid>/stat), so a reused pid is
+a new process. Processes vanish at any moment; a vanished one is simply not listed.
+"""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PF_KTHREAD = 0x00200000  # task flag of kernel threads (include/linux/sched.h)
+
+
+@dataclass(frozen=True, order=True)
+class ProcessKey:
+    pid: int
+    starttime: int  # clock ticks since boot
+
+
+@dataclass(frozen=True)
+class Process:
+    key: ProcessKey
+    comm: str
+
+    @property
+    def pid(self) -> int:
+        return self.key.pid
+
+
+@dataclass(frozen=True)
+class Stat:
+    comm: str
+    flags: int
+    starttime: int
+
+
+def parse_stat(text: str) -> Stat:
+    """The fields of /proc/<pid>/stat the watcher needs; comm may hold spaces and ')'."""
+    open_paren = text.index("(")
+    close_paren = text.rindex(")")
+    comm = text[open_paren + 1 : close_paren]
+    rest = text[close_paren + 2 :].split()
+    # rest[0] is field 3 (state): field n is rest[n - 3].
+    return Stat(comm=comm, flags=int(rest[9 - 3]), starttime=int(rest[22 - 3]))
+
+
+def read_stat(proc_root: Path, pid: int) -> Stat | None:
+    """None when the process is gone."""
+    try:
+        return parse_stat((proc_root / str(pid) / "stat").read_text())
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+def is_alive(proc_root: Path, key: ProcessKey) -> bool:
+    stat = read_stat(proc_root, key.pid)
+    return stat is not None and stat.starttime == key.starttime
+
+
+def own_pid(proc_root: Path) -> int:
+    """This process's pid as PROC_ROOT numbers it (its PID namespace may differ)."""
+    try:
+        return int(os.readlink(proc_root / "self"))
+    except (OSError, ValueError):
+        return os.getpid()
+
+
+def scan(proc_root: Path, self_pid: int) -> tuple[list[Process], dict[ProcessKey, str]]:
+    """Candidate processes, and the ones never to watch with the reason why."""
+    candidates: list[Process] = []
+    skipped: dict[ProcessKey, str] = {}
+    try:
+        entries = os.listdir(proc_root)
+    except OSError as error:
+        raise RuntimeError(f"cannot list PROC_ROOT {proc_root}: {error}") from error
+    for name in entries:
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        stat = read_stat(proc_root, pid)
+        if stat is None:
+            continue  # vanished between listdir and read
+        key = ProcessKey(pid, stat.starttime)
+        if pid == self_pid:
+            skipped[key] = "the watcher itself"
+        elif stat.flags & PF_KTHREAD:
+            skipped[key] = "kernel thread"
+        elif stat.comm == "pause":
+            skipped[key] = "pod sandbox pause process"
+        else:
+            candidates.append(Process(key, stat.comm))
+    candidates.sort(key=lambda process: process.key)
+    return candidates, skipped

@@ -1,0 +1,391 @@
+"""The watch loop: one pass reads top to bottom.
+
+    refresh the process table (every `refresh_interval`: scanning /proc is the costly part)
+    sample every watched cgroup (cheap), tell the detector
+    capture each process at or over CRITICAL% whose cooldown has passed (on a thread pool)
+    wait for the detector (a poll interval, or an event)
+
+A capture never blocks the loop or another process's watch: each runs on a thread of its
+own (at most one per process at a time), so a hanging port delays nothing else. The
+cooldown is stamped after a capture that saved at least one profile; a capture that saved
+nothing is retried after FAILED_RETRY while the process stays over the threshold.
+"""
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from oomdump import __version__
+from sidecar import cgroup, log, ports, procs
+from sidecar.config import Config
+from sidecar.detect import Brake, Detector, Watch
+from sidecar.fetch import FetchResult, PprofFetcher
+from sidecar.metrics import Metrics
+from sidecar.spool import Dump, Spool, SpoolFull
+
+FAILED_RETRY = 1.0  # seconds between capture attempts that saved nothing
+
+
+@dataclass
+class Watched:
+    process: procs.Process
+    cgroup: cgroup.MemoryCgroup
+    threshold_bytes: int
+    endpoints: list[ports.Endpoint]
+    last_capture: float | None = None  # monotonic time of the last capture that saved a dump
+    retry_after: float = 0.0
+    capturing: bool = False
+    captures: int = 0
+
+    @property
+    def watch(self) -> Watch:
+        return Watch(
+            self.process.key, self.cgroup.directory, self.cgroup.version, self.threshold_bytes
+        )
+
+
+@dataclass(frozen=True)
+class Trigger:
+    sample: cgroup.MemorySample
+    detected_at: float  # monotonic time of the sample that found the process over
+    kind: str  # "event" (the detector fired) or "sample" (the poll saw it)
+
+
+def threshold_bytes(limit: int, critical_percent: int) -> int:
+    return limit * critical_percent // 100
+
+
+@dataclass
+class Watcher:
+    config: Config
+    detector: Detector
+    brake: Brake
+    spool: Spool
+    fetcher: PprofFetcher
+    metrics: Metrics
+    on_dump: Callable[[Dump], None] = lambda dump: None
+    select: Callable[[procs.Process], bool] = lambda process: True  # tests narrow the host
+    refresh_interval: float = 1.0
+    watched: dict[procs.ProcessKey, Watched] = field(default_factory=dict)
+    _reasons: dict[procs.ProcessKey, str] = field(default_factory=dict)
+    _next_refresh: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.refresh_interval = max(self.refresh_interval, self.config.watch_time)
+        self._self_pid = procs.own_pid(self.config.proc_root)
+        self._captures: set[threading.Thread] = set()
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        log.info(
+            "watch-start",
+            detect_mode=self.detector.mode,
+            critical=self.config.critical_percent,
+            watch_time=self.config.watch_time,
+            metric=self.config.memory_metric,
+            proc_root=self.config.proc_root,
+            dump_dir=self.config.dump_dir,
+        )
+        fired: frozenset[Any] = frozenset()
+        try:
+            while not stop.is_set():
+                now = time.monotonic()
+                if now >= self._next_refresh:
+                    self._next_refresh = now + self.refresh_interval
+                    try:
+                        self.refresh()
+                    except Exception as error:  # keep watching what we know
+                        log.error("refresh-failed", error=repr(error))
+                for watched in list(self.watched.values()):
+                    self.check(watched, fired)
+                fired = self.detector.wait()
+        finally:
+            for thread in list(self._captures):  # each bounded by the fetch timeouts
+                thread.join()
+            log.info("watch-stop", watched=len(self.watched))
+
+    def check(self, watched: Watched, fired: frozenset[Any]) -> None:
+        """Sample one process's cgroup and start a capture when it is due."""
+        now = time.monotonic()
+        try:
+            sample = cgroup.sample(watched.cgroup, self.config.memory_metric)
+        except (OSError, ValueError):
+            if not procs.is_alive(self.config.proc_root, watched.process.key):
+                self._next_refresh = now  # it exited: drop it at the next pass
+            return
+        self.detector.note(watched.process.key, sample.usage_bytes, now)
+        if sample.limit_bytes is None:
+            return
+        threshold = threshold_bytes(sample.limit_bytes, self.config.critical_percent)
+        if sample.usage_bytes < threshold or watched.capturing or now < watched.retry_after:
+            return
+        if watched.last_capture is not None and now - watched.last_capture < self.config.cooldown:
+            return
+        watched.capturing = True
+        kind = "event" if watched.process.key in fired else "sample"
+        thread = threading.Thread(
+            target=self._capture,
+            args=(watched, Trigger(sample, now, kind)),
+            name=f"capture-{watched.process.pid}",
+            daemon=True,
+        )
+        self._captures.add(thread)
+        thread.start()
+
+    # -- the process table -----------------------------------------------------------------
+
+    def refresh(self) -> None:
+        proc_root = self.config.proc_root
+        candidates, skipped = procs.scan(proc_root, self._self_pid)
+        reasons: dict[procs.ProcessKey, str] = dict(skipped)
+        seen: set[procs.ProcessKey] = set(skipped)
+        changed = False
+        for process in candidates:
+            seen.add(process.key)
+            known = self.watched.get(process.key)
+            if known is not None:
+                known.process = process  # an exec keeps pid and start time, not the name
+                continue
+            if not self.select(process):
+                continue
+            reason = self._try_watch(process)
+            if reason is None:
+                changed = True
+            else:
+                reasons[process.key] = reason
+        for key in [key for key in self.watched if key not in seen]:
+            gone = self.watched.pop(key)
+            self.fetcher.forget(gone.endpoints)
+            log.info("process-gone", pid=key.pid, comm=gone.process.comm, captures=gone.captures)
+            changed = True
+        for watched in self.watched.values():
+            changed |= self._refresh_watched(watched)
+        self._say_once(reasons)
+        if changed:
+            self.detector.watch([watched.watch for watched in self.watched.values()])
+        self.metrics.watched.set(len(self.watched))
+
+    def _try_watch(self, process: procs.Process) -> str | None:
+        """Start watching `process`; the reason when it cannot be watched."""
+        try:
+            resolved = cgroup.resolve(self.config.proc_root, process.pid)
+            limit = cgroup.read_limit(resolved)
+        except FileNotFoundError:
+            return "vanished while being looked at"
+        except PermissionError as error:
+            return f"cannot read its cgroup: {error}"
+        except (cgroup.CgroupError, OSError, ValueError) as error:
+            return f"cgroup not usable: {error}"
+        if limit is None:
+            return "no memory limit"
+        watched = Watched(
+            process, resolved, threshold_bytes(limit, self.config.critical_percent), []
+        )
+        self._refresh_ports(watched)
+        self.watched[process.key] = watched
+        self._reasons.pop(process.key, None)
+        log.info(
+            "watching",
+            pid=process.pid,
+            comm=process.comm,
+            cgroup=resolved.path,
+            cgroup_version=resolved.version,
+            limit_bytes=limit,
+            threshold_bytes=watched.threshold_bytes,
+            ports=",".join(str(e) for e in watched.endpoints) or "none-yet",
+        )
+        return None
+
+    def _refresh_watched(self, watched: Watched) -> bool:
+        """Re-read the limit and the ports; True when the detector's view changed."""
+        self._refresh_ports(watched)
+        try:
+            limit = cgroup.read_limit(watched.cgroup)
+        except (OSError, ValueError):
+            return False
+        if limit is None:
+            return False
+        threshold = threshold_bytes(limit, self.config.critical_percent)
+        if threshold == watched.threshold_bytes:
+            return False
+        log.info(
+            "limit-changed", pid=watched.process.pid, limit_bytes=limit, threshold_bytes=threshold
+        )
+        watched.threshold_bytes = threshold
+        return True
+
+    def _refresh_ports(self, watched: Watched) -> None:
+        if self.config.pprof_ports is not None:
+            found = ports.fixed(self.config.pprof_ports)
+        else:
+            try:
+                found = ports.discover(self.config.proc_root, watched.process.pid)
+            except OSError:
+                return  # vanished or unreadable: keep what we knew
+        if found == watched.endpoints:
+            return
+        self.fetcher.forget(set(watched.endpoints) - set(found))
+        watched.endpoints = found
+        # Connecting can stall (a full accept queue): never on the loop's thread.
+        threading.Thread(target=self.fetcher.prepare, args=(found,), daemon=True).start()
+        log.info(
+            "ports",
+            pid=watched.process.pid,
+            comm=watched.process.comm,
+            ports=",".join(str(e) for e in found) or "none",
+        )
+
+    def _say_once(self, reasons: dict[procs.ProcessKey, str]) -> None:
+        counts: dict[str, int] = {}
+        for key, reason in reasons.items():
+            label = reason.split(":")[0]
+            counts[label] = counts.get(label, 0) + 1
+            if self._reasons.get(key) != reason:
+                log.info("not-watched", pid=key.pid, reason=reason)
+        self._reasons = reasons
+        self.metrics.unwatched.clear()
+        for label, count in counts.items():
+            self.metrics.unwatched.labels(label).set(count)
+
+    # -- capturing -------------------------------------------------------------------------
+
+    def _capture(self, watched: Watched, trigger: Trigger) -> None:
+        saved = 0
+        try:
+            saved = self._capture_profiles(watched, trigger)
+        except Exception as error:  # a capture bug must never end the watch
+            log.error("capture-crashed", pid=watched.process.pid, error=repr(error))
+            self.metrics.failures.labels("crashed").inc()
+        finally:
+            # Stamp before clearing `capturing`, so the loop never sees neither.
+            if saved:
+                watched.last_capture = time.monotonic()
+                watched.captures += 1
+            else:
+                watched.retry_after = time.monotonic() + FAILED_RETRY
+            watched.capturing = False
+            self._captures.discard(threading.current_thread())
+        if not saved:
+            log.warn(
+                "capture-failed",
+                pid=watched.process.pid,
+                comm=watched.process.comm,
+                retry_in=f"{FAILED_RETRY:g}s",
+            )
+
+    def _capture_profiles(self, watched: Watched, trigger: Trigger) -> int:
+        process = watched.process
+        endpoints = watched.endpoints
+        if not endpoints and self.config.pprof_ports is None:
+            endpoints = ports.discover(self.config.proc_root, process.pid)
+        if not endpoints:
+            self.metrics.failures.labels("no-ports").inc()
+            log.warn(
+                "capture-skipped",
+                pid=process.pid,
+                comm=process.comm,
+                reason="no-ports: the process listens on no TCP port",
+            )
+            return 0
+        saved: list[Dump] = []
+
+        def keep(result: FetchResult) -> None:
+            dump = self._save(watched, trigger, result)
+            if dump is not None:
+                saved.append(dump)
+
+        with self.brake.holding(watched.watch):
+            first = self.fetcher.fetch_all(endpoints, gc=False, on_result=keep)
+            answering = [result.endpoint for result in first if result.ok]
+            if answering and procs.is_alive(self.config.proc_root, process.key):
+                self.fetcher.fetch_all(answering, gc=True, on_result=keep)
+        return len(saved)
+
+    def _save(self, watched: Watched, trigger: Trigger, result: FetchResult) -> Dump | None:
+        process = watched.process
+        if result.data is None:
+            self.metrics.failures.labels(result.reason).inc()
+            log.warn(
+                "fetch-failed",
+                pid=process.pid,
+                comm=process.comm,
+                endpoint=result.endpoint,
+                gc=result.gc,
+                reason=result.reason,
+                detail=result.detail,
+                seconds=f"{result.seconds:.3f}",
+            )
+            return None
+        sample = trigger.sample
+        limit = sample.limit_bytes or 0
+        metadata = {
+            "pid": process.pid,
+            "comm": process.comm,
+            "port": result.endpoint.port,
+            "endpoint": str(result.endpoint),
+            "path": self.config.pprof_path + ("?gc=1" if result.gc else ""),
+            "gc": result.gc,
+            "usage": sample.usage_bytes,
+            "raw_usage": sample.raw_usage_bytes,
+            "inactive_file": sample.inactive_file_bytes,
+            "limit": limit,
+            "percent": round(100.0 * sample.usage_bytes / limit, 2) if limit else None,
+            "threshold": self.config.critical_percent,
+            "threshold_bytes": threshold_bytes(limit, self.config.critical_percent),
+            "metric": self.config.memory_metric,
+            "trigger": trigger.kind,
+            "detect_mode": self.detector.mode,
+            "cgroup": watched.cgroup.path,
+            "cgroup_version": watched.cgroup.version,
+            "pod": self.config.pod_name,
+            "namespace": self.config.pod_namespace,
+            "node": self.config.node_name,
+            "timings": {
+                "detected_to_fetch_start_ms": round(
+                    1000 * (result.started - trigger.detected_at), 3
+                ),
+                "fetch_ms": round(1000 * result.seconds, 3),
+            },
+            "oomdump_version": __version__,
+        }
+        try:
+            dump = self.spool.save(
+                result.data,
+                metadata,
+                prefix=self.config.s3_prefix,
+                namespace=self.config.pod_namespace,
+                pod=self.config.pod_name,
+                moment=datetime.now(UTC),
+                comm=process.comm,
+                pid=process.pid,
+                port=result.endpoint.port,
+            )
+        except SpoolFull as full:
+            self.metrics.failures.labels("spool-full").inc()
+            log.error("dump-refused", pid=process.pid, reason="spool-full", detail=str(full))
+            return None
+        except OSError as error:
+            self.metrics.failures.labels("spool-error").inc()
+            log.error("dump-refused", pid=process.pid, reason="spool-error", detail=str(error))
+            return None
+        elapsed = time.monotonic() - trigger.detected_at
+        self.metrics.crossing_to_dump.observe(elapsed)
+        self.metrics.captures.labels("gc" if result.gc else "first").inc()
+        log.info(
+            "dump-saved",
+            pid=process.pid,
+            comm=process.comm,
+            port=result.endpoint.port,
+            gc=result.gc,
+            path=dump.profile_path,
+            bytes=len(result.data),
+            percent=metadata["percent"],
+            detected_to_saved_ms=round(1000 * elapsed, 1),
+            fetch_ms=round(1000 * result.seconds, 1),
+        )
+        self.on_dump(dump)
+        return dump

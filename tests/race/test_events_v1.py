@@ -1,0 +1,131 @@
+"""cgroup v1 eventfd thresholds against real groups, real Go processes, real crossings."""
+
+import io
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from sidecar.detect import Watch, make_detector
+from sidecar.events_v1 import ThresholdError, arm, events_unavailable
+from sidecar.fastdetect import FastDetector
+from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
+
+from .conftest import start_leaker, wait_for
+
+pytestmark = pytest.mark.cgroup
+
+
+def wait_for_key(detector: FastDetector, key: object, deadline: float) -> float:
+    """Call wait() until `key` fires; the monotonic time it did."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if key in detector.wait():
+            return time.monotonic()
+    pytest.fail(f"{key} did not fire within {deadline}s")
+
+
+def test_eventfd_fires_when_a_real_process_crosses(leaker: Path) -> None:
+    require_cgroup_v1()
+    threshold = 96 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        app = start_leaker(group, leaker, "gradual", "-rate", "128")
+        detector = FastDetector("events", interval=2.0)
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            assert detector.routes() == {"app": "events"}
+            assert detector.mode == "events"
+            os.kill(app.pid, signal.SIGUSR1)
+            wait_for_key(detector, "app", deadline=30)
+            usage_at_wake = group.usage_bytes()
+            assert usage_at_wake >= threshold
+            assert app.poll() is None, "the event came after the kill"
+            assert group.oom_kills() == 0
+        finally:
+            detector.close()
+
+
+def test_threshold_rearmed_when_the_group_is_recreated(leaker: Path, group_path: Path) -> None:
+    threshold = 48 * MiB
+    group_path.mkdir()
+    (group_path / "memory.limit_in_bytes").write_text(str(128 * MiB))
+    detector = FastDetector("events", interval=0.5)
+    try:
+        detector.watch([Watch("app", group_path, 1, threshold)])
+        first_identity = detector._thresholds._by_key["app"].identity
+        group_path.rmdir()  # the container is gone: the kernel signals the eventfd
+        wait_for_key(detector, "app", deadline=10)
+        assert detector._thresholds.stale == {"app"}
+
+        group_path.mkdir()  # restarted under the same path: a new group
+        group = MemoryCgroup(group_path)
+        group.set_limit(128 * MiB)
+        wait_for(
+            lambda: not detector.wait() and detector._thresholds.armed() == {"app"},
+            deadline=10,
+            what="the threshold to be re-armed",
+        )
+        assert detector._thresholds.stale == frozenset()
+        assert detector._thresholds._by_key["app"].identity != first_identity
+
+        app = start_leaker(group, leaker, "gradual", "-rate", "128")
+        os.kill(app.pid, signal.SIGUSR1)
+        wait_for_key(detector, "app", deadline=30)
+        assert group.usage_bytes() >= threshold
+    finally:
+        detector.close()
+
+
+def test_changed_watch_is_rearmed_on_the_new_group(group_path: Path) -> None:
+    group_path.mkdir()
+    other = group_path.with_name(group_path.name + "-b")
+    other.mkdir()
+    detector = FastDetector("events", interval=0.5)
+    try:
+        detector.watch([Watch("app", group_path, 1, 10 * MiB)])
+        (before,) = detector._thresholds.fds()
+        detector.watch([Watch("app", other, 1, 10 * MiB)])
+        assert detector.routes() == {"app": "events"}
+        assert detector._thresholds._by_key["app"].watch.cgroup_dir == other
+        detector.watch([])
+        assert detector._thresholds.fds() == []
+        assert before not in detector._thresholds.fds()
+    finally:
+        detector.close()
+        other.rmdir()
+
+
+def test_unavailable_event_control_falls_back_to_poll_and_says_why(
+    tmp_path: Path, log_lines: io.StringIO
+) -> None:
+    (tmp_path / "memory.usage_in_bytes").write_text("0\n")
+    detector = make_detector("auto", 0.1)
+    try:
+        detector.watch([Watch("app", tmp_path, 1, 10 * MiB)])
+        assert detector.routes() == {"app": "poll"}
+        assert detector.mode == "poll"
+        warned = [line for line in log_lines.getvalue().splitlines() if "level=warn" in line]
+        assert len(warned) == 1
+        assert "event=detector-fallback" in warned[0]
+        assert "cgroup.event_control does not exist" in warned[0]
+        detector.watch([Watch("app", tmp_path, 1, 10 * MiB)])  # said once, not every tick
+        assert log_lines.getvalue().count("level=warn") == 1
+        assert "event=detector-mode mode=poll detect_mode=auto" in log_lines.getvalue()
+    finally:
+        detector.close()
+
+
+def test_arm_names_the_reason_when_it_cannot(tmp_path: Path) -> None:
+    assert "does not exist" in (events_unavailable(tmp_path) or "")
+    with pytest.raises(ThresholdError, match=r"cgroup\.event_control does not exist"):
+        arm(Watch("app", tmp_path, 1, MiB))
+    (tmp_path / "cgroup.event_control").write_text("")
+    with pytest.raises(ThresholdError, match=r"memory\.usage_in_bytes does not exist"):
+        arm(Watch("app", tmp_path, 1, MiB))
+
+
+def test_unknown_mode_is_refused_with_the_choices() -> None:
+    with pytest.raises(ValueError, match="auto, events, adaptive, poll"):
+        make_detector("fast", 0.1)

@@ -1,0 +1,56 @@
+"""A pprof endpoint that misbehaves, as a process of its own (run: python bad_pprof_server.py
+MODE [BALLAST_MIB]). Modes: hang (accepts, never answers), 404, html, not-http (an SSH
+banner), not-pprof (200 with gzip'd text). It prints `listening <port>` once ready and exits
+when its parent (the test) closes its stdin."""
+
+import gzip
+import socket
+import sys
+import threading
+
+ANSWERS = {
+    "404": b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 19\r\n\r\n"
+    b"404 page not found\n",
+    "html": b"HTTP/1.1 200 OK\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 38\r\n"
+    b"\r\n<html><body>Welcome to nginx</body>\n",
+    "not-http": b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
+}
+
+
+def not_pprof_answer() -> bytes:
+    body = gzip.compress(b'{"error": "this is JSON, not a profile"}')
+    head = (
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def serve(mode: str, listener: socket.socket, held: list[socket.socket]) -> None:
+    while True:
+        connection, _ = listener.accept()
+        if mode == "hang":
+            held.append(connection)  # read nothing, answer nothing, keep it open
+            continue
+        connection.recv(65536)
+        connection.sendall(not_pprof_answer() if mode == "not-pprof" else ANSWERS[mode])
+        connection.close()
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    ballast = bytearray(int(sys.argv[2]) * 1024 * 1024 if len(sys.argv) > 2 else 0)
+    for index in range(0, len(ballast), 4096):
+        ballast[index] = 1  # touch every page so it counts against the cgroup
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    threading.Thread(target=serve, args=(mode, listener, held), daemon=True).start()
+    print(f"listening {listener.getsockname()[1]}", flush=True)
+    sys.stdin.read()  # until the test closes our stdin (or dies)
+
+
+if __name__ == "__main__":
+    main()

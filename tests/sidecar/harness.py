@@ -1,0 +1,67 @@
+"""Run the watcher in-process against real processes, and read what it saved."""
+
+import json
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sidecar import detect
+from sidecar.config import Config, load_config
+from sidecar.fetch import PprofFetcher
+from sidecar.metrics import Metrics
+from sidecar.procs import Process
+from sidecar.spool import Spool
+from sidecar.watcher import Watcher
+
+
+def make_watcher(
+    env: dict[str, str], select: Callable[[Process], bool], refresh_interval: float = 0.2
+) -> Watcher:
+    config: Config = load_config(env)
+    spool = Spool(config.dump_dir, config.spool_max_files, config.spool_max_bytes)
+    spool.prepare()
+    return Watcher(
+        config,
+        detect.make_detector("poll", config.watch_time),
+        detect.make_brake(False),
+        spool,
+        PprofFetcher(config.pprof_path, config.fetch_timeout, config.pprof_max_bytes),
+        Metrics(),
+        select=select,
+        refresh_interval=refresh_interval,
+    )
+
+
+@contextmanager
+def running(watcher: Watcher) -> Iterator[Watcher]:
+    """The watch loop on a thread, always stopped (and its captures joined) on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(target=watcher.run, args=(stop,), name="watch-loop", daemon=True)
+    thread.start()
+    try:
+        yield watcher
+    finally:
+        stop.set()
+        watcher.detector.wake()
+        thread.join(30)
+        watcher.fetcher.close()
+        assert not thread.is_alive(), "the watch loop did not stop within 30s"
+
+
+def saved_metadata(dump_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(path.read_text()) for path in sorted(dump_dir.rglob("*.json"))]
+
+
+def pprof_top(binary: Path, profile: Path) -> str:
+    result = subprocess.run(
+        ["go", "tool", "pprof", "-top", "-sample_index=inuse_space", str(binary), str(profile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout

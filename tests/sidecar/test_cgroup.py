@@ -1,0 +1,168 @@
+"""Memory cgroup resolution and sampling on trees modelled on real Kubernetes nodes."""
+
+from pathlib import Path
+
+import pytest
+
+from sidecar import cgroup
+from tests.sidecar.proctree import (
+    V1_CGROUP_FILE,
+    V1_CONTAINER,
+    V1_MOUNTINFO,
+    V2_HOST_CGROUP_FILE,
+    V2_HOST_MOUNTINFO,
+    V2_NS_CGROUP_FILE,
+    V2_NS_MOUNTINFO,
+    V2_NS_SELF_CGROUP_FILE,
+    V2_NS_SELF_MOUNTINFO,
+    V2_SCOPE,
+    FakeProcess,
+    v1_memory_files,
+    v2_memory_files,
+    write_process,
+)
+
+MiB = 1024 * 1024
+
+
+def test_v1_kubernetes_container(tmp_path: Path) -> None:
+    files = v1_memory_files("/sys/fs/cgroup/memory", 300 * MiB, 512 * MiB, 100 * MiB)
+    write_process(
+        tmp_path, FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
+    )
+    resolved = cgroup.resolve(tmp_path, 7)
+    assert resolved.version == 1
+    assert resolved.path == V1_CONTAINER
+    assert resolved.directory == tmp_path / "7/root/sys/fs/cgroup/memory"
+    working_set = cgroup.sample(resolved, "working_set")
+    assert working_set.usage_bytes == 200 * MiB
+    assert working_set.limit_bytes == 512 * MiB
+    assert cgroup.sample(resolved, "usage").usage_bytes == 300 * MiB
+
+
+def test_v1_plain_host_mount_of_the_whole_hierarchy(tmp_path: Path) -> None:
+    mountinfo = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+    directory = "/sys/fs/cgroup/memory/oomdump-test-1"
+    write_process(
+        tmp_path,
+        FakeProcess(
+            9,
+            "app",
+            cgroup="4:memory:/oomdump-test-1\n0::/\n",
+            mountinfo=mountinfo,
+            files=v1_memory_files(directory, 10 * MiB, 64 * MiB),
+        ),
+    )
+    resolved = cgroup.resolve(tmp_path, 9)
+    assert resolved.directory == tmp_path / "9/root" / directory.lstrip("/")
+    assert cgroup.sample(resolved, "working_set").percent() == pytest.approx(100 * 10 / 64)
+
+
+def test_v1_unlimited_counts_as_no_limit(tmp_path: Path) -> None:
+    files = v1_memory_files("/sys/fs/cgroup/memory", 10 * MiB, 9223372036854771712)
+    write_process(
+        tmp_path, FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
+    )
+    assert cgroup.read_limit(cgroup.resolve(tmp_path, 7)) is None
+
+
+def test_v1_parent_limit_binds_when_own_is_unlimited(tmp_path: Path) -> None:
+    files = v1_memory_files("/sys/fs/cgroup/memory", 10 * MiB, 9223372036854771712)
+    files["/sys/fs/cgroup/memory/memory.stat"] = "hierarchical_memory_limit 268435456\n"
+    write_process(
+        tmp_path, FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
+    )
+    assert cgroup.read_limit(cgroup.resolve(tmp_path, 7)) == 256 * MiB
+
+
+@pytest.mark.parametrize(
+    ("cgroup_file", "mountinfo", "directory"),
+    [
+        (V2_NS_CGROUP_FILE, V2_NS_MOUNTINFO, "/sys/fs/cgroup"),
+        (V2_NS_SELF_CGROUP_FILE, V2_NS_SELF_MOUNTINFO, "/sys/fs/cgroup"),
+        (V2_HOST_CGROUP_FILE, V2_HOST_MOUNTINFO, f"/sys/fs/cgroup{V2_SCOPE}"),
+    ],
+    ids=["cgroupns-seen-from-sidecar", "cgroupns-root-0::/", "no-cgroupns"],
+)
+def test_v2_kubernetes_container(
+    tmp_path: Path, cgroup_file: str, mountinfo: str, directory: str
+) -> None:
+    files = v2_memory_files(directory, 400 * MiB, str(1024 * MiB), inactive_file=50 * MiB)
+    write_process(
+        tmp_path, FakeProcess(12, "app", cgroup=cgroup_file, mountinfo=mountinfo, files=files)
+    )
+    resolved = cgroup.resolve(tmp_path, 12)
+    assert resolved.version == 2
+    assert resolved.directory == tmp_path / "12/root" / directory.lstrip("/")
+    sample = cgroup.sample(resolved, "working_set")
+    assert (sample.usage_bytes, sample.raw_usage_bytes) == (350 * MiB, 400 * MiB)
+    assert sample.limit_bytes == 1024 * MiB
+
+
+def test_v2_limit_max_is_no_limit(tmp_path: Path) -> None:
+    files = v2_memory_files("/sys/fs/cgroup", 400 * MiB, "max")
+    write_process(
+        tmp_path,
+        FakeProcess(12, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files),
+    )
+    resolved = cgroup.resolve(tmp_path, 12)
+    assert cgroup.read_limit(resolved) is None
+    assert cgroup.sample(resolved, "usage").percent() is None
+
+
+def test_working_set_never_negative(tmp_path: Path) -> None:
+    files = v2_memory_files("/sys/fs/cgroup", 10 * MiB, "max")
+    files["/sys/fs/cgroup/memory.stat"] = f"inactive_file {20 * MiB}\n"
+    write_process(
+        tmp_path,
+        FakeProcess(12, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files),
+    )
+    assert cgroup.sample(cgroup.resolve(tmp_path, 12), "working_set").usage_bytes == 0
+
+
+def test_no_memory_mount_is_a_clear_error(tmp_path: Path) -> None:
+    mountinfo = "1 0 0:1 / / rw - overlay overlay rw\n"
+    write_process(tmp_path, FakeProcess(5, "app", cgroup=V1_CGROUP_FILE, mountinfo=mountinfo))
+    with pytest.raises(cgroup.CgroupError, match="no cgroup v1 memory mount"):
+        cgroup.resolve(tmp_path, 5)
+
+
+def test_missing_memory_files_is_a_clear_error(tmp_path: Path) -> None:
+    write_process(
+        tmp_path, FakeProcess(5, "app", cgroup=V2_HOST_CGROUP_FILE, mountinfo=V2_HOST_MOUNTINFO)
+    )
+    with pytest.raises(cgroup.CgroupError, match=r"memory\.current does not exist"):
+        cgroup.resolve(tmp_path, 5)
+
+
+def test_vanished_process_raises_file_not_found(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        cgroup.resolve(tmp_path, 4242)
+
+
+def test_unreadable_cgroup_file_is_a_clear_error(tmp_path: Path) -> None:
+    base = write_process(
+        tmp_path, FakeProcess(5, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO)
+    )
+    (base / "cgroup").unlink()
+    (base / "cgroup").mkdir()  # reading a directory fails like an unreadable file would
+    with pytest.raises(cgroup.CgroupError, match=r"cannot read .*/5/cgroup: Is a directory"):
+        cgroup.resolve(tmp_path, 5)
+
+
+def test_mountinfo_octal_escapes() -> None:
+    line = r"40 31 0:38 / /mnt/with\040space rw - cgroup2 cgroup2 rw" + "\n"
+    (mount,) = cgroup.parse_mountinfo(line)
+    assert mount.mount_point == "/mnt/with space"
+
+
+def test_this_machine_resolves_own_cgroup() -> None:
+    """The real /proc: the v1 memory controller of this very process."""
+    own = Path("/proc/self/cgroup").read_text()
+    if ":memory:" not in own:
+        pytest.skip("this machine has no cgroup v1 memory controller")
+    import os
+
+    resolved = cgroup.resolve(Path("/proc"), os.getpid())
+    assert resolved.version == 1
+    assert cgroup.sample(resolved, "usage").raw_usage_bytes > 0

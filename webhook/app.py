@@ -1,0 +1,171 @@
+"""The HTTP edge: FastAPI routes around the pure admission core."""
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+
+from webhook.admit import Decision, admit
+from webhook.config import DefaultsError, InjectConfig, load_defaults
+from webhook.inject import MalformedPod
+from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.review import AdmissionRequest, BadReview, decode
+from webhook.tls import ServingCertificate
+
+MAX_BODY_BYTES = 6 * 1024 * 1024
+log = logging.getLogger("webhook")
+
+
+@dataclass
+class ServerState:
+    config: InjectConfig
+    certificate: ServingCertificate | None = None
+    defaults_file: Path | None = None
+    reload_interval: float = 1.0
+    metrics: Metrics = field(default_factory=Metrics)
+    _defaults_text: str | None = None
+
+    def check_files(self) -> None:
+        """Pick up a rotated certificate or a changed defaults file (on the event loop)."""
+        if self.certificate is not None:
+            changed = self.certificate.check()
+            if changed is not None:
+                result = "ok" if changed else "refused"
+                self.metrics.reloads.labels("certificate", result).inc()
+            if changed:
+                self.metrics.cert_not_after.set(self.certificate.loaded.not_after)
+        if self.defaults_file is not None:
+            self._check_defaults(self.defaults_file)
+
+    def _check_defaults(self, path: Path) -> None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            text = f"unreadable: {error}"
+        if text == self._defaults_text:
+            return
+        first = self._defaults_text is None
+        self._defaults_text = text
+        if first:
+            return  # loaded by main() before the server started
+        try:
+            defaults = load_defaults(path)
+        except DefaultsError as error:
+            log.warning("defaults file not reloaded, keeping the previous defaults: %s", error)
+            self.metrics.reloads.labels("defaults", "refused").inc()
+            return
+        self.config = dataclasses.replace(self.config, defaults=defaults)
+        self.metrics.reloads.labels("defaults", "ok").inc()
+        log.info("sidecar defaults reloaded from %s", path)
+
+
+def _error(status: int, reason: str, message: str, state: ServerState) -> Response:
+    state.metrics.requests.labels("bad-request").inc()
+    state.metrics.bad_requests.labels(reason).inc()
+    log.warning("refused request (%d %s): %s", status, reason, message)
+    body = json.dumps({"error": reason, "message": message}).encode()
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def _read_capped(request: Request) -> bytes | None:
+    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(state: ServerState) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.check_files()
+        task = asyncio.create_task(_watch_files(state))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="oomdump webhook", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = state
+    if state.certificate is not None:
+        state.metrics.cert_not_after.set(state.certificate.loaded.not_after)
+
+    @app.post("/mutate")
+    async def mutate(request: Request) -> Response:
+        started = time.perf_counter()
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            return _error(
+                415, "content-type", f"Content-Type must be application/json, not {content_type!r}",
+                state,
+            )  # fmt: skip
+        body = await _read_capped(request)
+        if body is None:
+            limit = f"{MAX_BODY_BYTES // (1024 * 1024)} MiB"
+            return _error(413, "too-large", f"body exceeds the {limit} limit", state)
+        try:
+            review = decode(body)
+            decision = admit(review, state.config)
+        except (BadReview, MalformedPod) as error:
+            return _error(400, "malformed", str(error), state)
+        except RecursionError:
+            return _error(400, "malformed", "the AdmissionReview is nested too deeply", state)
+        _record(state, review, decision, time.perf_counter() - started)
+        return Response(decision.body, media_type="application/json")
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b"ok\n", media_type="text/plain")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        return Response(b"ok\n", media_type="text/plain")
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(state.metrics.render(), media_type=CONTENT_TYPE)
+
+    return app
+
+
+def _record(state: ServerState, review: AdmissionRequest, decision: Decision, took: float) -> None:
+    """Every decision reaches the metrics (reason as a label) and the log."""
+    metrics = state.metrics
+    metrics.requests.labels(decision.result).inc()
+    if decision.result == "injected":
+        metrics.injections.labels(state.config.mode).inc()
+    elif decision.result == "skipped":
+        metrics.skips.labels(decision.reason).inc()
+    else:
+        metrics.denials.labels(decision.reason).inc()
+    metrics.latency.observe(took)
+    log.info(
+        "uid=%s namespace=%s name=%s result=%s reason=%s %s",
+        review.uid, review.namespace, review.name or "-", decision.result, decision.reason,
+        decision.message,
+    )  # fmt: skip
+
+
+async def _watch_files(state: ServerState) -> None:
+    while True:
+        await asyncio.sleep(state.reload_interval)
+        try:
+            state.check_files()
+        except Exception:  # a reload bug must not stop future reloads or the server
+            log.exception("checking the certificate and defaults files failed")

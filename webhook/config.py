@@ -1,0 +1,118 @@
+"""What the injector needs to know: sidecar image and mode, and the watcher defaults.
+
+The defaults come from built-in values overlaid by an optional YAML file (the
+`oomdump-sidecar-defaults` ConfigMap, key `defaults.yaml`), validated here so that a bad
+file is refused with a message instead of producing pods the watcher cannot run in.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from oomdump import __version__
+from webhook.annotations import BY_ENV
+
+SidecarMode = Literal["container", "native"]
+SIDECAR_MODES: tuple[SidecarMode, ...] = ("container", "native")
+EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+# Set by the injector itself (downward API and the dump volume), never by the defaults file.
+RESERVED_ENV = frozenset({"DUMP_DIR", "POD_NAME", "POD_NAMESPACE", "NODE_NAME"})
+
+BUILTIN_ENV: dict[str, str] = {"CRITICAL": "70", "COOLDOWN": "30s", "WATCH_TIME": "100ms"}
+BUILTIN_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "10m", "memory": "48Mi"},
+    "limits": {"cpu": "200m", "memory": "128Mi"},
+}
+_FILE_KEYS = frozenset({"env", "envFrom", "resources", "privileged"})
+
+
+class DefaultsError(ValueError):
+    """The defaults file cannot be used; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class SidecarDefaults:
+    env: dict[str, str] = field(default_factory=lambda: dict(BUILTIN_ENV))
+    env_from: list[dict[str, Any]] = field(default_factory=list)
+    resources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(BUILTIN_RESOURCES))
+    privileged: bool = True
+
+
+@dataclass(frozen=True)
+class InjectConfig:
+    image: str
+    mode: SidecarMode = "container"
+    own_namespace: str = "oomdump-system"
+    defaults: SidecarDefaults = field(default_factory=SidecarDefaults)
+    version: str = __version__
+
+    @property
+    def excluded_namespaces(self) -> frozenset[str]:
+        return EXCLUDED_NAMESPACES | {self.own_namespace}
+
+
+def parse_defaults(text: str, source: str) -> SidecarDefaults:
+    """Built-in defaults overlaid by a defaults.yaml document; DefaultsError when invalid."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise DefaultsError(f"{source}: not valid YAML: {error}") from None
+    if document is None:
+        return SidecarDefaults()
+    if not isinstance(document, dict):
+        raise DefaultsError(f"{source}: expected a mapping with keys {sorted(_FILE_KEYS)}")
+    unknown = sorted(set(document) - _FILE_KEYS)
+    if unknown:
+        raise DefaultsError(f"{source}: unknown keys {unknown}; allowed: {sorted(_FILE_KEYS)}")
+    env = dict(BUILTIN_ENV)
+    env.update(_parse_env(document.get("env") or {}, source))
+    env_from = document.get("envFrom") or []
+    if not isinstance(env_from, list) or not all(isinstance(item, dict) for item in env_from):
+        raise DefaultsError(f"{source}: envFrom must be a list of EnvFromSource mappings")
+    resources = document.get("resources", BUILTIN_RESOURCES)
+    if not isinstance(resources, dict) or not set(resources) <= {"requests", "limits"}:
+        raise DefaultsError(f"{source}: resources must be a mapping of requests/limits")
+    privileged = document.get("privileged", True)
+    if not isinstance(privileged, bool):
+        raise DefaultsError(f"{source}: privileged must be true or false, not {privileged!r}")
+    return SidecarDefaults(
+        env={name: value for name, value in env.items() if value != ""},
+        env_from=copy.deepcopy(env_from),
+        resources=copy.deepcopy(resources),
+        privileged=privileged,
+    )
+
+
+def _parse_env(env: Any, source: str) -> dict[str, str]:
+    if not isinstance(env, dict):
+        raise DefaultsError(f"{source}: env must be a mapping of variable name to value")
+    parsed: dict[str, str] = {}
+    for name, raw in env.items():
+        if not isinstance(name, str) or not name:
+            raise DefaultsError(f"{source}: env names must be non-empty strings, not {name!r}")
+        if name in RESERVED_ENV:
+            raise DefaultsError(f"{source}: env.{name} is set by the webhook itself")
+        if isinstance(raw, bool) or not isinstance(raw, str | int | float):
+            raise DefaultsError(f"{source}: env.{name} must be a string, not {raw!r}")
+        value = str(raw)
+        entry = BY_ENV.get(name)
+        if entry is not None and value != "":
+            try:
+                value = entry.normalize(value)
+            except ValueError:
+                raise DefaultsError(f"{source}: env.{name}={value!r}: {entry.allowed}") from None
+        parsed[name] = value
+    return parsed
+
+
+def load_defaults(path: Path | None) -> SidecarDefaults:
+    if path is None:
+        return SidecarDefaults()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise DefaultsError(f"{path}: cannot read the defaults file: {error.strerror}") from None
+    return parse_defaults(text, str(path))
