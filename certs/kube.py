@@ -39,7 +39,7 @@ def _request(what: str, call: Callable[[], T], conflict: tuple[int, ...] = ()) -
         return call()
     except ApiException as error:
         if error.status in conflict:
-            raise Conflict(f"{what}: HTTP {error.status}, changed meanwhile") from None
+            raise Conflict(f"{what}: HTTP {error.status}, another writer got there first") from None
         if error.status == 404:
             raise NotFound(what) from None
         hint = ""

@@ -29,7 +29,7 @@ class KustomizeError(RuntimeError):
 
 
 def kustomize_binary() -> Path:
-    """The cached kustomize binary, built on first use (about a minute, cold)."""
+    """The cached kustomize binary, built on first use (1-4 minutes cold, by machine load)."""
     return build_from_module("kustomize", KUSTOMIZE_VERSION, _GO_MOD, KUSTOMIZE_PACKAGE)
 
 

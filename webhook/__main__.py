@@ -108,15 +108,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         ssl_context_factory=live_context,
         access_log=False,
-        loop="asyncio",
-        http="h11",
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=5,
     )
-    try:
-        uvicorn.Server(server_config).run()
-    finally:
-        certificate.close()
+    uvicorn.Server(server_config).run()
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ OPT_OUT = "opt-out"
 ALREADY_INJECTED = "already-injected"
 NAME_TAKEN = "container-name-taken"
 HOST_PID = "host-pid"
+WINDOWS = "windows-pod"
 INVALID_ANNOTATION = "invalid-annotation"
 INJECTED = "injected"
 
@@ -76,6 +77,8 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
         return skipped(pod, NAME_TAKEN, f"a container is already named {CONTAINER_NAME}")
     if spec.get("hostPID") is True:
         return skipped(pod, HOST_PID, "hostPID pods cannot share a process namespace")
+    if isinstance(spec.get("os"), dict) and spec["os"].get("name") == "windows":
+        return skipped(pod, WINDOWS, "the watcher runs on Linux only")
     try:
         overrides = env_overrides(annotations)
     except InvalidAnnotation as error:
@@ -117,6 +120,8 @@ def _shape(pod: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     spec = pod.get("spec")
     if not isinstance(metadata, dict):
         raise MalformedPod("pod metadata must be an object")
+    if not isinstance(metadata.get("namespace", ""), str | None):
+        raise MalformedPod("pod metadata.namespace must be a string")
     for key in ("annotations", "labels"):
         values = _or_empty(metadata.get(key), {})
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
@@ -160,11 +165,15 @@ def _container(config: InjectConfig, overrides: dict[str, str], volume: str) -> 
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("NODE_NAME", "spec.nodeName"),
     ]
+    # Root, whatever the pod's own runAsUser/runAsNonRoot say: capabilities (and privileged
+    # mode) are only effective for uid 0, and reading other containers' /proc needs them.
+    security: dict[str, Any] = {"runAsUser": 0, "runAsNonRoot": False}
     if defaults.privileged:
-        security: dict[str, Any] = {"privileged": True}
+        security["privileged"] = True
     else:
         # Enough to read /proc/<pid>/root and /proc/<pid>/net of the other containers.
-        security = {"privileged": False, "capabilities": {"add": ["SYS_PTRACE"]}}
+        security["privileged"] = False
+        security["capabilities"] = {"add": ["SYS_PTRACE"]}
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": config.image,

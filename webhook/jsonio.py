@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 try:
-    raise ImportError
+    import orjson
 except ImportError:  # pragma: no cover - depends on the environment
     orjson = None
 

@@ -10,7 +10,7 @@ do, with list positions unchanged; tokens that make_patch copies into an op's va
 then swapped back for the objects they stand for.
 """
 
-import uuid
+import secrets
 from typing import Any
 
 import jsonpatch
@@ -26,9 +26,12 @@ def make_patch(original: Any, mutated: Any) -> list[dict[str, Any]]:
     return ops
 
 
+# Random per process, so no pod can contain a token by accident or design.
+_SALT = secrets.token_hex(16)
+
+
 class _Tokens:
     def __init__(self) -> None:
-        self.salt = uuid.uuid4().hex
         self.by_token: dict[str, Any] = {}
         self._by_id: dict[int, str] = {}
 
@@ -38,7 +41,7 @@ class _Tokens:
             return value
         token = self._by_id.get(id(value))
         if token is None:
-            token = f"\x00oomdump-object-{self.salt}-{len(self.by_token)}"
+            token = f"\x00oomdump-object-{_SALT}-{len(self.by_token)}"
             self._by_id[id(value)] = token
             self.by_token[token] = value
         return token

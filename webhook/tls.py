@@ -12,7 +12,6 @@ and only then loaded into the live one.
 """
 
 import logging
-import shutil
 import ssl
 import tempfile
 from dataclasses import dataclass
@@ -41,14 +40,8 @@ class ServingCertificate:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
         self.context.set_alpn_protocols(["http/1.1"])
-        self._scratch = Path(tempfile.mkdtemp(prefix="oomdump-webhook-tls-"))
-        self._seen: tuple[bytes, bytes] | None = None
-        try:
-            pair = self._read()
-            self.loaded = self._load(pair)
-        except CertificateError:
-            self.close()
-            raise
+        pair = self._read()
+        self.loaded = self._load(pair)
         self._seen = pair
 
     def check(self) -> bool | None:
@@ -75,9 +68,6 @@ class ServingCertificate:
         )
         return True
 
-    def close(self) -> None:
-        shutil.rmtree(self._scratch, ignore_errors=True)
-
     def _read(self) -> tuple[bytes, bytes]:
         try:
             return self.cert_file.read_bytes(), self.key_file.read_bytes()
@@ -85,20 +75,23 @@ class ServingCertificate:
             raise CertificateError(f"cannot read {error.filename}: {error.strerror}") from None
 
     def _load(self, pair: tuple[bytes, bytes]) -> Loaded:
-        cert_copy = self._scratch / "tls.crt"
-        key_copy = self._scratch / "tls.key"
-        cert_copy.write_bytes(pair[0])
-        key_copy.touch(mode=0o600)
-        key_copy.write_bytes(pair[1])
-        try:
-            certificate = x509.load_pem_x509_certificate(pair[0])
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_copy, key_copy)
-        except (ValueError, ssl.SSLError) as error:
-            raise CertificateError(
-                f"{self.cert_file} + {self.key_file} are not a matching PEM certificate"
-                f" and private key: {error}"
-            ) from None
-        self.context.load_cert_chain(cert_copy, key_copy)
+        # load_cert_chain reads paths only, so the snapshot lives in a private temporary
+        # directory for the duration of the load (mode 0700; gone even if we are killed
+        # right after, since nothing outlives this call).
+        with tempfile.TemporaryDirectory(prefix="oomdump-webhook-tls-") as scratch:
+            cert_copy, key_copy = Path(scratch) / "tls.crt", Path(scratch) / "tls.key"
+            cert_copy.write_bytes(pair[0])
+            key_copy.touch(mode=0o600)
+            key_copy.write_bytes(pair[1])
+            try:
+                certificate = x509.load_pem_x509_certificate(pair[0])
+                ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_copy, key_copy)
+            except (ValueError, ssl.SSLError) as error:
+                raise CertificateError(
+                    f"{self.cert_file} + {self.key_file} are not a matching PEM certificate"
+                    f" and private key: {error}"
+                ) from None
+            self.context.load_cert_chain(cert_copy, key_copy)
         return Loaded(
             subject=certificate.subject.rfc4514_string(),
             serial=certificate.serial_number,

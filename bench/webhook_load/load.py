@@ -40,6 +40,8 @@ async def connect(host: str, port: int, context: ssl.SSLContext) -> Connection:
 
 
 def build_request(host: str, port: int, body: bytes) -> bytes:
+    if not body:  # the floor: a trivial GET over the same TLS connections
+        return f"GET /healthz HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
     head = (
         f"POST /mutate HTTP/1.1\r\nHost: {host}:{port}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
@@ -101,7 +103,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--ca-file", required=True)
-    parser.add_argument("--body-file", required=True)
+    parser.add_argument("--body-file", required=True, help="empty file: GET /healthz instead")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--rps", type=float, default=200.0)

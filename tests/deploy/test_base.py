@@ -192,3 +192,25 @@ def test_rbac_is_only_the_named_secret_and_webhook_configuration(base) -> None:
     one(base, "ServiceAccount", "oomdump-webhook")
     roles = [o for o in base if o["kind"] in {"Role", "ClusterRole"}]
     assert len(roles) == 2  # nothing else grants anything
+
+
+def test_only_the_certificate_containers_hold_api_credentials(base) -> None:
+    spec = pod_spec(base)
+    assert spec["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    sources = volumes["api-credentials"]["projected"]["sources"]
+    assert {key for source in sources for key in source} == {
+        "serviceAccountToken",
+        "configMap",
+        "downwardAPI",
+    }
+    in_cluster_path = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the client looks
+    holders = {
+        item["name"]
+        for item in all_containers(spec)
+        for mount in item["volumeMounts"]
+        if mount["name"] == "api-credentials"
+        and mount["mountPath"] == in_cluster_path
+        and mount["readOnly"]
+    }
+    assert holders == {"certs-bootstrap", "cert-reconciler"}

@@ -96,5 +96,6 @@ def test_bootstrap_and_its_api_access_are_gone(cert_manager) -> None:
     assert "initContainers" not in spec
     assert [c["name"] for c in spec["containers"]] == ["webhook"]
     assert spec["automountServiceAccountToken"] is False
+    assert {v["name"] for v in spec["volumes"]} == {"certs", "sidecar-defaults", "tmp"}
     kinds = {o["kind"] for o in cert_manager}
     assert kinds.isdisjoint({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})

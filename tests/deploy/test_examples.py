@@ -26,6 +26,8 @@ def demo(examples) -> dict:
 def test_namespace_is_opted_in(examples, demo) -> None:
     namespace = one(examples, "Namespace", "oomdump-demo")
     assert namespace["metadata"]["labels"]["oomdump.io/inject"] == "enabled"
+    # the privileged watcher must be admitted by Pod Security
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
     assert demo["metadata"]["namespace"] == "oomdump-demo"
     assert demo["spec"]["template"]["metadata"]["labels"].get("oomdump.io/inject") != "disabled"
 

@@ -105,6 +105,7 @@ def test_non_pod_kinds_and_operations_are_skipped_with_a_reason(body: bytes, rea
         ({"spec": {"containers": {}}}, "containers"),
         ({"spec": {"containers": ["x"]}}, "containers"),
         ({"spec": {"volumes": "none"}}, "volumes"),
+        ({"metadata": {"namespace": ["a"]}, "spec": {}}, "namespace"),
     ],
 )
 def test_malformed_pods_are_refused_with_the_field_named(pod: Any, message: str) -> None:
@@ -145,3 +146,16 @@ def test_warnings_stay_below_120_characters() -> None:
     assert outcome.result == "denied"
     assert all(len(text) < 120 for text in outcome.warnings)
     assert "oomdump.io/bucket" in outcome.message
+
+
+def test_the_watcher_runs_as_root_even_in_non_root_pods() -> None:
+    pod = {
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001},
+            "containers": [{"name": "app", "image": "app"}],
+        }
+    }
+    sidecar = inject(pod, CONFIG, "shop").pod["spec"]["containers"][-1]
+    assert sidecar["securityContext"]["runAsUser"] == 0
+    assert sidecar["securityContext"]["runAsNonRoot"] is False
+    assert pod["spec"]["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001}

@@ -32,42 +32,33 @@ def handshake_serial(server_context: ssl.SSLContext, ca_file: Path) -> int:
 def test_unchanged_files_are_not_reloaded(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     certificate = ServingCertificate(pki.cert_file, pki.key_file)
-    try:
-        assert certificate.check() is None
-        assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
-    finally:
-        certificate.close()
+    assert certificate.check() is None
+    assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
 
 
 def test_half_rotated_pair_never_reaches_the_live_context(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     certificate = ServingCertificate(pki.cert_file, pki.key_file)
-    try:
-        staged_cert, staged_key = tmp_path / "new.crt", tmp_path / "new.key"
-        new_serial = issue(pki.ca, staged_cert, staged_key)
-        pki.cert_file.write_bytes(staged_cert.read_bytes())  # cert rotated, key not yet
-        assert certificate.check() is False
-        assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
-        pki.key_file.write_bytes(staged_key.read_bytes())
-        assert certificate.check() is True
-        assert certificate.loaded.serial == new_serial
-        assert handshake_serial(certificate.context, pki.ca_file) == new_serial
-    finally:
-        certificate.close()
+    staged_cert, staged_key = tmp_path / "new.crt", tmp_path / "new.key"
+    new_serial = issue(pki.ca, staged_cert, staged_key)
+    pki.cert_file.write_bytes(staged_cert.read_bytes())  # cert rotated, key not yet
+    assert certificate.check() is False
+    assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
+    pki.key_file.write_bytes(staged_key.read_bytes())
+    assert certificate.check() is True
+    assert certificate.loaded.serial == new_serial
+    assert handshake_serial(certificate.context, pki.ca_file) == new_serial
 
 
 def test_missing_files_are_refused_then_picked_up(tmp_path: Path) -> None:
     pki = make_pki(tmp_path)
     certificate = ServingCertificate(pki.cert_file, pki.key_file)
-    try:
-        pki.key_file.unlink()
-        assert certificate.check() is False
-        assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
-        new_serial = issue(pki.ca, pki.cert_file, pki.key_file)
-        assert certificate.check() is True
-        assert handshake_serial(certificate.context, pki.ca_file) == new_serial
-    finally:
-        certificate.close()
+    pki.key_file.unlink()
+    assert certificate.check() is False
+    assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
+    new_serial = issue(pki.ca, pki.cert_file, pki.key_file)
+    assert certificate.check() is True
+    assert handshake_serial(certificate.context, pki.ca_file) == new_serial
 
 
 @pytest.mark.parametrize("broken", ["cert", "key"])
