@@ -42,22 +42,24 @@ class ServingCertificate:
         self.context.set_alpn_protocols(["http/1.1"])
         pair = self._read()
         self.loaded = self._load(pair)
-        self._seen = pair
+        self._seen: tuple[bytes, bytes] | str = pair
 
     def check(self) -> bool | None:
         """Reload when the files' contents changed: True reloaded, False refused, None same.
 
-        A refused pair is logged once and retried when the files change again; the
-        previous certificate keeps serving meanwhile.
+        A refused pair (or unreadable file) is reported once and retried when the files
+        change again; the previous certificate keeps serving meanwhile.
         """
         try:
-            pair = self._read()
+            pair: tuple[bytes, bytes] | str = self._read()
         except CertificateError as error:
-            log.warning("serving certificate not reloaded: %s", error)
-            return False
+            pair = str(error)
         if pair == self._seen:
             return None
         self._seen = pair
+        if isinstance(pair, str):
+            log.warning("serving certificate not reloaded: %s", pair)
+            return False
         try:
             self.loaded = self._load(pair)
         except CertificateError as error:

@@ -4,6 +4,7 @@ import base64
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +23,23 @@ pytestmark = pytest.mark.e2e
 SERVICE_NAME = "oomdump-webhook.oomdump-system.svc"
 
 
+def _bootstrap_command(cluster: Cluster, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "certs",
+        "bootstrap",
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        "--namespace",
+        WEBHOOK_NAMESPACE,
+        *extra,
+    ]
+
+
 def _bootstrap(cluster: Cluster, *extra: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "certs",
-            "bootstrap",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--namespace",
-            WEBHOOK_NAMESPACE,
-            *extra,
-        ],
+        _bootstrap_command(cluster, *extra),
         capture_output=True,
         text=True,
         check=False,
@@ -121,20 +126,7 @@ def test_bootstrap_creates_secret_patches_and_restores_ca_bundle(
     # Something else (a GitOps tool) overwrites the caBundle; the reconcile loop restores it.
     loop_log = tmp_path / "bootstrap-loop.log"
     loop = start_process(
-        [
-            sys.executable,
-            "-m",
-            "certs",
-            "bootstrap",
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-            "--namespace",
-            WEBHOOK_NAMESPACE,
-            *flags,
-            "--loop",
-            "--interval",
-            "500ms",
-        ],
+        [*_bootstrap_command(cluster, *flags), "--loop", "--interval", "500ms"],
         loop_log,
         cwd=REPO_ROOT,
     )
@@ -157,33 +149,58 @@ def test_bootstrap_creates_secret_patches_and_restores_ca_bundle(
     assert _secret(core, secret_name).metadata.resource_version == secret.metadata.resource_version
 
 
-def test_bootstrap_rotates_a_serving_certificate_near_its_expiry(
+def test_bootstrap_loop_rotates_a_serving_certificate_when_a_third_of_it_is_left(
     cluster: Cluster,
     core: client.CoreV1Api,
     admissionregistration: client.AdmissionregistrationV1Api,
     webhook_configuration_name: str,
+    tmp_path: Path,
 ) -> None:
     secret_name = f"oomdump-tls-{uuid.uuid4().hex[:6]}"
-    # One minute of validity (plus the issuer's few minutes of clock-skew backdating) is
-    # under a third left from the start, so the next run must renew it.
+    validity = timedelta(seconds=15)
     flags = (
         "--secret-name",
         secret_name,
         "--webhook-config-name",
         webhook_configuration_name,
         "--validity",
-        "1m",
+        f"{validity.seconds}s",
     )
     _bootstrap(cluster, *flags)
     first = _secret(core, secret_name)
+    old = x509.load_pem_x509_certificate(_secret_file(first, "tls.crt"))
+    lifetime = old.not_valid_after_utc - old.not_valid_before_utc
+    renew_at = old.not_valid_after_utc - lifetime / 3
 
-    _bootstrap(cluster, *flags)
+    loop_log = tmp_path / "bootstrap-loop.log"
+    loop = start_process(
+        [*_bootstrap_command(cluster, *flags), "--loop", "--interval", "500ms"],
+        loop_log,
+        cwd=REPO_ROOT,
+    )
+    try:
+        until_expiry = (old.not_valid_after_utc - datetime.now(UTC)).total_seconds()
+        wait_until(
+            lambda: (
+                _secret_file(_secret(core, secret_name), "tls.crt")
+                != _secret_file(first, "tls.crt")
+            ),
+            what="bootstrap --loop renewing the serving certificate",
+            timeout=max(until_expiry, 0) + 5,
+            process=loop,
+            log_path=loop_log,
+        )
+    finally:
+        stop_process(loop)
+
     second = _secret(core, secret_name)
-
-    assert _secret_file(second, "tls.crt") != _secret_file(first, "tls.crt")
+    new = x509.load_pem_x509_certificate(_secret_file(second, "tls.crt"))
+    issued_at = new.not_valid_after_utc - validity
+    # Renewed once under a third was left (second granularity), and before the old expired.
+    assert issued_at >= renew_at - timedelta(seconds=1)
+    assert issued_at < old.not_valid_after_utc
     assert _secret_file(second, "tls.key") != _secret_file(first, "tls.key")
     ca_pem = _secret_file(first, "ca.crt")
     assert _secret_file(second, "ca.crt") == ca_pem
-    renewed = x509.load_pem_x509_certificate(_secret_file(second, "tls.crt"))
-    renewed.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    new.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
     assert _bundles_trust(_ca_bundles(admissionregistration, webhook_configuration_name), ca_pem)

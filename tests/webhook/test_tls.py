@@ -55,6 +55,7 @@ def test_missing_files_are_refused_then_picked_up(tmp_path: Path) -> None:
     certificate = ServingCertificate(pki.cert_file, pki.key_file)
     pki.key_file.unlink()
     assert certificate.check() is False
+    assert certificate.check() is None  # reported once, not on every check
     assert handshake_serial(certificate.context, pki.ca_file) == pki.serial
     new_serial = issue(pki.ca, pki.cert_file, pki.key_file)
     assert certificate.check() is True
