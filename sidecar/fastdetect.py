@@ -57,6 +57,8 @@ class FastDetector:
         self._inotify_paths: dict[Hashable, tuple[Path, int]] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._routes: dict[Hashable, Route] = {}
+        self._thresholds_by_key: dict[Hashable, int] = {}
+        self._just_fired: set[Hashable] = set()  # eventfd keys the loop has not sampled yet
         self._fallback_said: set[tuple[Hashable, str]] = set()
         self._last_summary = ""
         self._poller = select.poll()
@@ -86,6 +88,7 @@ class FastDetector:
         self._planner.watch({key: w.threshold_bytes for key, w in adaptive.items()})
         self._sync_memory_events([w for w in adaptive.values() if w.version == 2])
         self._routes = routes
+        self._thresholds_by_key = {w.key: w.threshold_bytes for w in watches}
         self._sync_fds()
         self._say_routes()
 
@@ -140,8 +143,15 @@ class FastDetector:
         self._polled = wanted
 
     def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
-        if self._routes.get(key) == "adaptive":
+        route = self._routes.get(key)
+        if route == "adaptive":
             self._planner.note(key, usage_bytes, at)
+        elif route == "events" and key in self._just_fired:
+            self._just_fired.discard(key)
+            if usage_bytes < self._thresholds_by_key.get(key, 0):
+                # Usage crossed, the loop's metric did not (page cache): arm the gap too.
+                self._thresholds.correct(key, usage_bytes)
+                self._sync_fds()
 
     def timeout(self) -> float:
         """Seconds the next `wait` may block at most."""
@@ -168,6 +178,7 @@ class FastDetector:
                     fired.add(key)
         if self._thresholds.stale:
             self._sync_fds()
+        self._just_fired = {key for key in fired if self._routes.get(key) == "events"}
         return frozenset(fired)
 
     def wake(self) -> None:

@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         duration = parse_duration(args.duration) if args.duration else None
     except ValueError as error:
         parser.error(f"--for: {error}")
-    # SIGTERM stops as Ctrl-C does, so the temporary folder is removed too.
+    # SIGTERM stops as Ctrl-C does, so the temporary folder is removed too; SIGINT is set
+    # explicitly because a shell starting us in the background leaves it ignored.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     with running_cluster(args.workdir) as cluster:
         print(f"kube-apiserver ready at {cluster.server_url} in {time.monotonic() - started:.1f}s")

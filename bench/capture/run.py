@@ -210,6 +210,7 @@ def one_run(
     leaker: Path, shape: str, mode: str, watcher: Watcher, dump_dir: Path, view: PodView
 ) -> Run:
     run = Run(shape, mode)
+    log_from = len(watcher.log.lines)
     with memory_cgroup(LIMIT, prefix="oomdump-bench") as group:
         app = group.spawn(
             [str(leaker), *SHAPES[shape]], stdout=subprocess.PIPE, text=True, bufsize=1
@@ -253,6 +254,8 @@ def one_run(
     first_fetch = [int(r[1]) for r in requests if "gc=1" not in r[2] and "heap" in r[2]]
     run.fetch_start_ns = min(first_fetch) if first_fetch else None
     collect_dumps(run, dump_dir)
+    if not run.captured:  # what the watcher said meanwhile, for the raw results
+        run.notes += watcher.log.lines[log_from:]
     return run
 
 

@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from testinfra.cluster import Cluster, running_cluster
+from testinfra.gobuild import GoBuildError
 from testinfra.kubebuild import etcd_binary, kube_apiserver_binary
 from testinfra.kustomize import render
 from testinfra.webhook_server import (
@@ -31,16 +32,26 @@ WEBHOOK_TIMEOUT_SECONDS = 3
 INJECTION_LIVE_TIMEOUT = 30.0
 
 
+_build_errors: list[str] = []
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build (or find cached) kube-apiserver and etcd before any e2e test starts, so a cold
     build, which takes many minutes, does not count against one test's timeout."""
+    if session.config.option.collectonly:
+        return
     if any(item.get_closest_marker("e2e") for item in session.items):
-        kube_apiserver_binary()
-        etcd_binary()
+        try:
+            kube_apiserver_binary()
+            etcd_binary()
+        except GoBuildError as error:
+            _build_errors.append(str(error))
 
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    if _build_errors:
+        pytest.fail(f"building kube-apiserver/etcd failed: {_build_errors[0]}", pytrace=False)
     with running_cluster() as running:
         yield running
 

@@ -3,6 +3,7 @@
 import io
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -129,3 +130,45 @@ def test_arm_names_the_reason_when_it_cannot(tmp_path: Path) -> None:
 def test_unknown_mode_is_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="auto, events, adaptive, poll"):
         make_detector("fast", 0.1)
+
+
+def working_set(group: MemoryCgroup) -> int:
+    stat = dict(line.split() for line in (group.path / "memory.stat").read_text().splitlines())
+    return group.usage_bytes() - int(stat["total_inactive_file"])
+
+
+def test_page_cache_gap_is_armed_too(leaker: Path, tmp_path: Path) -> None:
+    """Usage (what the kernel's threshold sees) includes page cache; the loop's working set
+    does not. After usage crosses, the detector arms the gap, so the kernel wakes the loop
+    again when the working set itself crosses: no poll needed in between."""
+    require_cgroup_v1()
+    threshold = 96 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        # 48 MiB of page cache charged to the group (inactive file pages).
+        writer = group.spawn(
+            ["dd", "if=/dev/zero", f"of={tmp_path / 'cache'}", "bs=1M", "count=48"],
+            stderr=subprocess.DEVNULL,
+        )
+        assert writer.wait(30) == 0
+        assert group.usage_bytes() - working_set(group) >= 32 * MiB
+        app = start_leaker(group, leaker, "gradual", "-rate", "64")
+        detector = FastDetector("events", interval=30.0)  # only events wake it in time
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            os.kill(app.pid, signal.SIGUSR1)
+            woken_below = 0
+            end = time.monotonic() + 30
+            while time.monotonic() < end:
+                fired = detector.wait()
+                metric = working_set(group)
+                detector.note("app", metric, time.monotonic())
+                if "app" in fired and metric >= threshold:
+                    break
+                if "app" in fired:
+                    woken_below += 1
+            else:
+                pytest.fail("no event once the working set crossed the threshold")
+            assert woken_below >= 1, "usage was meant to cross before the working set"
+            assert app.poll() is None
+        finally:
+            detector.close()
