@@ -32,3 +32,6 @@ bench-capture: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+
+e2e-cluster: $(STAMP)
+	$(PY) -m testinfra.cluster

@@ -41,6 +41,24 @@ def _interval(text: str) -> float:
     return seconds
 
 
+def _dns_name(text: str) -> str:
+    labels = text.split(".")
+    if (
+        len(text) > 253
+        or not all(
+            label
+            and len(label) <= 63
+            and label[0] != "-"
+            and label[-1] != "-"
+            and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+            for label in labels
+        )
+        or text != text.lower()
+    ):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a lower-case DNS name (RFC 1123)")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="oomdump-certs", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="write ca.crt, tls.crt, tls.key to --out")
     common(generate, DEFAULT_NAMESPACE, f"the Service's namespace ({DEFAULT_NAMESPACE})")
     generate.add_argument("--out", type=Path, required=True, help="folder to write into")
+    generate.add_argument(
+        "--dns-name",
+        action="append",
+        default=[],
+        type=_dns_name,
+        help="one more DNS name in the certificate (repeatable), e.g. localhost for a local run",
+    )
 
     bootstrap = commands.add_parser(
         "bootstrap", help="keep the Secret, the caBundle and (with --out) the served files"
@@ -104,6 +129,7 @@ def _write_plain(folder: Path, files: dict[str, bytes]) -> None:
 def _generate(args: argparse.Namespace) -> int:
     issue = IssueSettings(args.service, args.namespace, args.validity, args.ca_validity)
     names = service_dns_names(issue.service, issue.namespace)
+    names += [name for name in args.dns_name if name not in names]
     now = datetime.now(UTC)
     ca = issue_ca(f"oomdump webhook CA {issue.namespace}", issue.ca_validity, now)
     pair = issue_serving_pair(ca, names, issue.validity, now)

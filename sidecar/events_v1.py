@@ -172,6 +172,14 @@ class ThresholdSet:
             return
         self._corrections[key] = extra
         self._by_fd[extra.eventfd] = extra
+        # The kernel signals crossings relative to usage when armed: if usage has already
+        # passed the corrected threshold meanwhile, it would wait for a downward crossing.
+        try:
+            already_over = int(os.pread(extra.usage_fd, 32, 0)) >= corrected.threshold_bytes
+        except (OSError, ValueError):
+            already_over = False
+        if already_over:
+            os.eventfd_write(extra.eventfd, 1)
 
     def fds(self) -> list[int]:
         return list(self._by_fd)

@@ -2,13 +2,14 @@
 real API server through the MutatingWebhookConfiguration that `deploy/` renders.
 
 The API server reaches the webhook at `https://localhost:<port>/mutate`, so the serving
-certificate must name `localhost`. `python -m certs generate` names the Service and its
-cluster DNS forms; `--service localhost` makes its first SAN exactly `localhost`, which lets
-the harness use the real CLI unchanged.
+certificate must name `localhost` besides the Service's cluster DNS forms:
+`python -m certs generate --dns-name localhost` adds it.
 """
 
 import base64
 import copy
+import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -24,7 +25,10 @@ from testinfra.process import start_process, stop_process, wait_until
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_DIR = REPO_ROOT / "deploy"
 WEBHOOK_NAMESPACE = "oomdump-system"
+WEBHOOK_SERVICE = "oomdump-webhook"
 READY_TIMEOUT = 30.0
+# Short enough that a hung webhook cannot stall a test for long; <= 5 as deploy/ promises.
+WEBHOOK_TIMEOUT_SECONDS = 3
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,11 @@ def generate_certs(out: Path) -> WebhookCerts:
             "certs",
             "generate",
             "--service",
-            "localhost",
+            WEBHOOK_SERVICE,
             "--namespace",
             WEBHOOK_NAMESPACE,
+            "--dns-name",
+            "localhost",
             "--out",
             str(out),
         ],
@@ -136,6 +142,18 @@ class WebhookServer:
     def stop(self) -> None:
         process, self._process = self._process, None
         stop_process(process)
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections are accepted by the kernel, never answered."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signum: int) -> None:
+        if not self.running or self._process is None:
+            raise RuntimeError("the webhook is not running")
+        os.killpg(self._process.pid, signum)
 
 
 def rendered_webhook_configuration(objects: list[dict[str, Any]]) -> dict[str, Any]:

@@ -66,6 +66,13 @@ def test_handshake_refuses_another_ca(generated: Path, tmp_path: Path) -> None:
         handshake(port, tmp_path / "ca.crt", SANS[-1])
 
 
+def test_extra_dns_names_are_served_too(tmp_path: Path) -> None:
+    assert main(["generate", "--out", str(tmp_path), "--dns-name", "localhost"]) == 0
+    with tls_server(tmp_path / "tls.crt", tmp_path / "tls.key") as port:
+        assert handshake(port, tmp_path / "ca.crt", "localhost") == GREETING
+        assert handshake(port, tmp_path / "ca.crt", SANS[2]) == GREETING
+
+
 def test_certificates_are_a_real_ca_and_a_p256_server_leaf(generated: Path) -> None:
     ca = x509.load_pem_x509_certificate((generated / "ca.crt").read_bytes())
     leaf = x509.load_pem_x509_certificate((generated / "tls.crt").read_bytes())
@@ -120,6 +127,8 @@ def test_module_entry_point_runs(tmp_path: Path) -> None:
         (["--validity", "400d", "--ca-validity", "300d"], "CA validity"),
         (["--service", "Bad_Name"], "not a DNS-1123 label"),
         (["--namespace", ""], "not a DNS-1123 label"),
+        (["--dns-name", "Local_Host"], "not a lower-case DNS name"),
+        (["--dns-name=bad-.example"], "not a lower-case DNS name"),
     ],
 )
 def test_bad_input_is_refused_with_a_reason(

@@ -18,6 +18,7 @@ from testinfra.kubebuild import etcd_binary, kube_apiserver_binary
 from testinfra.kustomize import render
 from testinfra.webhook_server import (
     DEPLOY_DIR,
+    WEBHOOK_TIMEOUT_SECONDS,
     WebhookServer,
     generate_certs,
     pointed_at,
@@ -27,8 +28,6 @@ from tests.e2e.pods import has_sidecar, plain_pod
 
 SIDECAR_IMAGE = "registry.example/oomdump:e2e"
 INJECT_LABEL = {"oomdump.io/inject": "enabled"}
-# Short enough that a hung webhook cannot stall a test for long; <= 5 as deploy/ promises.
-WEBHOOK_TIMEOUT_SECONDS = 3
 INJECTION_LIVE_TIMEOUT = 30.0
 
 

@@ -1,13 +1,14 @@
 """What a real kube-apiserver stores when our webhook is registered the way deploy/ does it."""
 
 import json
+import time
 from collections.abc import Callable
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from testinfra.webhook_server import WebhookServer
+from testinfra.webhook_server import WEBHOOK_TIMEOUT_SECONDS, WebhookServer
 from tests.e2e.pods import (
     container_names,
     env_of,
@@ -108,6 +109,23 @@ def test_pods_are_created_uninjected_while_the_webhook_is_down(
     assert STATUS not in (stored.metadata.annotations or {})
     core.create_namespaced_pod(injected_namespace, plain_pod("after-restart"))
     assert has_sidecar(core.read_namespaced_pod("after-restart", injected_namespace))
+
+
+def test_pods_are_created_uninjected_when_the_webhook_hangs(
+    core: client.CoreV1Api, injected_namespace: str, webhook: WebhookServer
+) -> None:
+    webhook.freeze()
+    started = time.monotonic()
+    try:
+        core.create_namespaced_pod(injected_namespace, plain_pod("while-hung"))
+    finally:
+        webhook.thaw()
+    waited = time.monotonic() - started
+
+    stored = core.read_namespaced_pod("while-hung", injected_namespace)
+    assert container_names(stored) == {"app"}
+    # The API server gave up after the configuration's timeoutSeconds, not its own 30 s.
+    assert WEBHOOK_TIMEOUT_SECONDS <= waited < WEBHOOK_TIMEOUT_SECONDS + 10
 
 
 def test_server_side_dry_run_returns_the_injected_pod_and_stores_nothing(
