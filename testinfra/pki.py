@@ -40,7 +40,30 @@ class CertificateAuthority:
         ip_addresses: tuple[str, ...] = (),
         server: bool = False,
     ) -> KeyPair:
-        """Sign a fresh P-256 key for `common_name`; a server pair when `server` is set."""
+        """Sign a fresh P-256 key for `common_name` into `folder/stem.{crt,key}`."""
+        pair = KeyPair(folder / f"{stem}.crt", folder / f"{stem}.key")
+        self.issue_to(
+            pair,
+            common_name,
+            organizations=organizations,
+            dns_names=dns_names,
+            ip_addresses=ip_addresses,
+            server=server,
+        )
+        return pair
+
+    def issue_to(
+        self,
+        pair: KeyPair,
+        common_name: str,
+        *,
+        organizations: tuple[str, ...] = (),
+        dns_names: tuple[str, ...] = (),
+        ip_addresses: tuple[str, ...] = (),
+        server: bool = False,
+    ) -> int:
+        """Sign a fresh P-256 key into `pair`'s paths; a server pair when `server` is set.
+        Returns the certificate's serial number."""
         key = ec.generate_private_key(ec.SECP256R1())
         attributes = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
         attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
@@ -62,10 +85,9 @@ class CertificateAuthority:
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self.key, hashes.SHA256())
-        pair = KeyPair(folder / f"{stem}.crt", folder / f"{stem}.key")
         pair.cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_private(pair.key_path, key)
-        return pair
+        return cert.serial_number
 
 
 def _write_private(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:

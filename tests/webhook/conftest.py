@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.webhook.pki import Authority, issue, make_ca
+from tests.webhook.pki import CertificateAuthority, create_ca, issue
 from tests.webhook.server import RunningWebhook, run_webhook
 
 
 @dataclass(frozen=True)
 class Pki:
-    ca: Authority
+    ca: CertificateAuthority
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -21,9 +21,8 @@ class Pki:
 
 def make_pki(folder: Path) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
-    ca = make_ca()
-    ca_file = folder / "ca.crt"
-    ca_file.write_bytes(ca.pem())
+    ca = create_ca(folder, "oomdump webhook test CA")
+    ca_file = ca.cert_path
     cert_file, key_file = folder / "tls.crt", folder / "tls.key"
     serial = issue(ca, cert_file, key_file)
     return Pki(ca, ca_file, cert_file, key_file, serial)
