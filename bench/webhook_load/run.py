@@ -23,7 +23,7 @@ sys.path.insert(0, str(HERE))
 
 from pod import review_body  # noqa: E402
 
-from tests.webhook.pki import issue, make_ca  # noqa: E402
+from tests.webhook.pki import create_ca, issue  # noqa: E402
 from tests.webhook.server import run_webhook  # noqa: E402
 
 
@@ -90,9 +90,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="oomdump-bench-") as scratch:
         folder = Path(scratch)
-        ca = make_ca()
-        ca_file, cert_file, key_file = folder / "ca.crt", folder / "tls.crt", folder / "tls.key"
-        ca_file.write_bytes(ca.pem())
+        ca = create_ca(folder, "oomdump bench CA")
+        ca_file, cert_file, key_file = ca.cert_path, folder / "tls.crt", folder / "tls.key"
         issue(ca, cert_file, key_file)
         body = folder / "review.json"
         body.write_bytes(review_body())
