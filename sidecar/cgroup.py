@@ -9,7 +9,9 @@ root is not an ancestor (a cgroup namespace whose `0::/` view the mount does not
 mount point itself is the process's cgroup.
 """
 
+import os
 import posixpath
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -192,3 +194,70 @@ def read_limit(cgroup: MemoryCgroup) -> int | None:
     if cgroup.version == 1:
         return _v1_limit(cgroup.directory, _memory_stat(cgroup.directory))
     return _v2_limit(cgroup.directory)
+
+
+class Sampler:
+    """`sample` for one cgroup, many times a second: its files stay open and are re-read
+    with pread, only the one memory.stat field needed is picked out, and the limit is the
+    caller's (re-read by the refresh, not on every sample). OSError once the cgroup is gone."""
+
+    def __init__(self, cgroup: MemoryCgroup, metric: MemoryMetric) -> None:
+        usage_file = "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current"
+        self._inactive_key = (
+            b"\ntotal_inactive_file " if cgroup.version == 1 else b"\ninactive_file "
+        )
+        limit_file = "memory.limit_in_bytes" if cgroup.version == 1 else "memory.max"
+        self._version = cgroup.version
+        self._working_set = metric == "working_set"
+        self._fds: list[int] = []
+        try:
+            for name in (usage_file, "memory.stat", limit_file):
+                self._fds.append(os.open(cgroup.directory / name, os.O_RDONLY | os.O_CLOEXEC))
+        except OSError:
+            self.close()
+            raise
+        self._usage_fd, self._stat_fd, self._limit_fd = self._fds
+
+    def sample(self, limit_bytes: int | None) -> MemorySample:
+        usage = int(os.pread(self._usage_fd, 64, 0))
+        inactive_file = self._inactive_file(os.pread(self._stat_fd, 65536, 0))
+        return MemorySample(
+            usage_bytes=max(usage - inactive_file, 0) if self._working_set else usage,
+            raw_usage_bytes=usage,
+            inactive_file_bytes=inactive_file,
+            limit_bytes=limit_bytes,
+        )
+
+    def limit(self) -> int | None:
+        """As `read_limit`, from the open files."""
+        text = os.pread(self._limit_fd, 64, 0).strip()
+        if self._version == 2:
+            return None if text == b"max" else int(text)
+        limit = int(text)
+        # A parent's limit binds too (use_hierarchy): memory.stat reports the tightest one.
+        hierarchical = _stat_field(
+            os.pread(self._stat_fd, 65536, 0), b"\nhierarchical_memory_limit "
+        )
+        if hierarchical:
+            limit = min(limit, hierarchical)
+        return None if limit >= V1_UNLIMITED else limit
+
+    def _inactive_file(self, stat: bytes) -> int:
+        return _stat_field(stat, self._inactive_key)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            with suppress(OSError):
+                os.close(fd)
+        self._fds = []
+
+
+def _stat_field(stat: bytes, key: bytes) -> int:
+    """The value of one memory.stat field (`key` is b"\\nname "); 0 when absent."""
+    text = b"\n" + stat
+    start = text.find(key)
+    if start < 0:
+        return 0
+    start += len(key)
+    end = text.find(b"\n", start)
+    return int(text[start : end if end >= 0 else len(text)])

@@ -7,6 +7,7 @@ pod where every container shares the network namespace.
 
 import ipaddress
 import os
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,11 +54,11 @@ def parse_tcp_table(text: str) -> list[Listener]:
 
 def socket_inodes(proc_root: Path, pid: int) -> set[int]:
     """Inodes of the sockets open in `pid` (fds vanish while we read: they are skipped)."""
-    fd_dir = proc_root / str(pid) / "fd"
+    fd_dir = f"{proc_root}/{pid}/fd/"
     inodes: set[int] = set()
     for name in os.listdir(fd_dir):
         try:
-            target = os.readlink(fd_dir / name)
+            target = os.readlink(fd_dir + name)
         except OSError:
             continue
         if target.startswith("socket:["):
@@ -95,15 +96,83 @@ def discover(proc_root: Path, pid: int) -> list[Endpoint]:
     inodes = socket_inodes(proc_root, pid)
     if not inodes:
         return []
+    return endpoints(read_tcp_tables(proc_root, pid), inodes)
+
+
+def fixed(ports: tuple[int, ...]) -> list[Endpoint]:
+    """PPROF_PORTS: the same ports for every process, on loopback."""
+    return [Endpoint(port, "127.0.0.1") for port in ports]
+
+
+def net_namespace(proc_root: Path, pid: int) -> int | None:
+    """The inode of the process's network namespace; None when it cannot be told (test
+    trees have no ns/net), and then its tables are never shared with another process."""
+    try:
+        return os.stat(proc_root / str(pid) / "ns" / "net").st_ino
+    except OSError:
+        return None
+
+
+def read_tcp_tables(proc_root: Path, pid: int) -> list[Listener]:
+    """LISTEN rows of /proc/<pid>/net/tcp and tcp6; OSError when the process vanished."""
     listeners: list[Listener] = []
     for table in ("tcp", "tcp6"):
         try:
             listeners += parse_tcp_table((proc_root / str(pid) / "net" / table).read_text())
         except FileNotFoundError:
             continue  # no IPv6 in this kernel or namespace
-    return endpoints(listeners, inodes)
+    return listeners
 
 
-def fixed(ports: tuple[int, ...]) -> list[Endpoint]:
-    """PPROF_PORTS: the same ports for every process, on loopback."""
-    return [Endpoint(port, "127.0.0.1") for port in ports]
+@dataclass
+class _Known:
+    inodes: frozenset[int]
+    found: list[Endpoint]
+    settled: bool  # the inode set was already the same at the previous look
+
+
+class PortFinder:
+    """`discover` for a watch loop that asks again every refresh, without the cost.
+
+    Reading /proc/<pid>/net/tcp makes the kernel walk the whole socket table of the
+    namespace (milliseconds on a busy node), so the tables are read only when the socket
+    inodes in /proc/<pid>/fd changed, and then at most once per network namespace per
+    refresh (`begin` starts one). A socket is created before it listens, so a changed inode
+    set is trusted only after one more look at the tables (the next refresh).
+    """
+
+    def __init__(
+        self, proc_root: Path, read_tables: Callable[[Path, int], list[Listener]] = read_tcp_tables
+    ) -> None:
+        self._proc_root = proc_root
+        self._read_tables = read_tables
+        self._known: dict[Hashable, _Known] = {}
+        self._tables: dict[int, list[Listener]] = {}  # this refresh's, by netns inode
+
+    def begin(self) -> None:
+        """A new refresh: tables read before may be out of date."""
+        self._tables = {}
+
+    def find(self, key: Hashable, pid: int) -> list[Endpoint]:
+        """The process's listening endpoints; OSError when it vanished or is unreadable."""
+        inodes = frozenset(socket_inodes(self._proc_root, pid))
+        known = self._known.get(key)
+        if known is not None and known.inodes == inodes and known.settled:
+            return known.found
+        found = endpoints(self._tables_of(pid), set(inodes)) if inodes else []
+        stable = known is not None and known.inodes == inodes
+        self._known[key] = _Known(inodes, found, settled=stable or not inodes)
+        return found
+
+    def forget(self, keys: Iterable[Hashable]) -> None:
+        for key in keys:
+            self._known.pop(key, None)
+
+    def _tables_of(self, pid: int) -> list[Listener]:
+        namespace = net_namespace(self._proc_root, pid)
+        if namespace is None:
+            return self._read_tables(self._proc_root, pid)
+        tables = self._tables.get(namespace)
+        if tables is None:
+            tables = self._tables[namespace] = self._read_tables(self._proc_root, pid)
+        return tables

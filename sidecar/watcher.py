@@ -1,9 +1,12 @@
 """The watch loop: one pass reads top to bottom.
 
-    refresh the process table (every `refresh_interval`: scanning /proc is the costly part)
-    sample every watched cgroup (cheap), tell the detector
-    capture each process at or over CRITICAL% whose cooldown has passed (on a thread pool)
+    take the latest process table from the refresher, if it changed
+    sample the processes whose event fired first, then every other watched cgroup (cheap)
+    capture each process at or over CRITICAL% whose cooldown has passed (on a thread)
     wait for the detector (a poll interval, or an event)
+
+The process table is refreshed on a thread of its own (every `refresh_interval`: scanning
+/proc is the costly part), so the loop's reaction to an event never waits for a refresh.
 
 A capture never blocks the loop or another process's watch: each runs on a thread of its
 own (at most one per process at a time), so a hanging port delays nothing else. The
@@ -27,6 +30,9 @@ from sidecar.metrics import Metrics
 from sidecar.spool import Dump, Spool, SpoolFull
 
 FAILED_RETRY = 1.0  # seconds between capture attempts that saved nothing
+# Seconds before a process found unwatchable is looked at again even though its
+# /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
+NOT_WATCHED_RECHECK = 30.0
 
 
 @dataclass
@@ -35,6 +41,8 @@ class Watched:
     cgroup: cgroup.MemoryCgroup
     threshold_bytes: int
     endpoints: list[ports.Endpoint]
+    sampler: cgroup.Sampler
+    limit_bytes: int | None  # re-read by the refresh, not on every sample
     last_capture: float | None = None  # monotonic time of the last capture that saved a dump
     retry_after: float = 0.0
     capturing: bool = False
@@ -71,12 +79,18 @@ class Watcher:
     refresh_interval: float = 1.0
     watched: dict[procs.ProcessKey, Watched] = field(default_factory=dict)
     _reasons: dict[procs.ProcessKey, str] = field(default_factory=dict)
-    _next_refresh: float = 0.0
+    # process -> (when, its /proc/<pid>/cgroup then) of a "not watched" decision
+    _decided: dict[procs.ProcessKey, tuple[float, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.refresh_interval = max(self.refresh_interval, self.config.watch_time)
         self._self_pid = procs.own_pid(self.config.proc_root)
         self._captures: set[threading.Thread] = set()
+        self._ports = ports.PortFinder(self.config.proc_root)
+        self._table_lock = threading.Lock()  # guards `watched` and `_pending_watches`
+        self._pending_watches: list[Watch] | None = None
+        self._loop_running = False
+        self._refresh_wanted = threading.Event()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -91,31 +105,50 @@ class Watcher:
             dump_dir=self.config.dump_dir,
         )
         fired: frozenset[Any] = frozenset()
+        self._loop_running = True
+        refresher = threading.Thread(
+            target=self._refresh_until, args=(stop,), name="refresh", daemon=True
+        )
+        refresher.start()
         try:
             while not stop.is_set():
-                now = time.monotonic()
-                if now >= self._next_refresh:
-                    self._next_refresh = now + self.refresh_interval
-                    try:
-                        self.refresh()
-                    except Exception as error:  # keep watching what we know
-                        log.error("refresh-failed", error=repr(error))
-                for watched in list(self.watched.values()):
+                with self._table_lock:
+                    pending, self._pending_watches = self._pending_watches, None
+                    table = list(self.watched.values())
+                if pending is not None:
+                    self.detector.watch(pending)
+                if fired:  # the processes that just fired first: they are racing a kill
+                    table.sort(key=lambda watched: watched.process.key not in fired)
+                for watched in table:
                     self.check(watched, fired)
                 fired = self.detector.wait()
         finally:
+            self._refresh_wanted.set()
+            refresher.join()
+            self._loop_running = False
             for thread in list(self._captures):  # each bounded by the fetch timeouts
                 thread.join()
+            for watched in self.watched.values():
+                watched.sampler.close()
             log.info("watch-stop", watched=len(self.watched))
+
+    def _refresh_until(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.refresh()
+            except Exception as error:  # keep watching what we know
+                log.error("refresh-failed", error=repr(error))
+            self._refresh_wanted.wait(self.refresh_interval)
+            self._refresh_wanted.clear()
 
     def check(self, watched: Watched, fired: frozenset[Any]) -> None:
         """Sample one process's cgroup and start a capture when it is due."""
         now = time.monotonic()
         try:
-            sample = cgroup.sample(watched.cgroup, self.config.memory_metric)
+            sample = watched.sampler.sample(watched.limit_bytes)
         except (OSError, ValueError):
             if not procs.is_alive(self.config.proc_root, watched.process.key):
-                self._next_refresh = now  # it exited: drop it at the next pass
+                self._refresh_wanted.set()  # it exited: drop it now
             return
         self.detector.note(watched.process.key, sample.usage_bytes, now)
         if sample.limit_bytes is None:
@@ -139,7 +172,11 @@ class Watcher:
     # -- the process table -----------------------------------------------------------------
 
     def refresh(self) -> None:
+        """Bring the process table up to date (on the refresher's thread while `run` runs;
+        tests call it directly)."""
         proc_root = self.config.proc_root
+        self._ports.begin()
+        now = time.monotonic()
         candidates, skipped = procs.scan(proc_root, self._self_pid)
         reasons: dict[procs.ProcessKey, str] = dict(skipped)
         seen: set[procs.ProcessKey] = set(skipped)
@@ -152,22 +189,52 @@ class Watcher:
                 continue
             if not self.select(process):
                 continue
+            membership = self._cgroup_membership(process.pid)
+            decided = self._decided.get(process.key)
+            if (
+                decided is not None
+                and now - decided[0] < NOT_WATCHED_RECHECK
+                and decided[1] == membership
+            ):
+                reasons[process.key] = self._reasons[process.key]  # not re-resolved
+                continue
             reason = self._try_watch(process)
             if reason is None:
                 changed = True
             else:
                 reasons[process.key] = reason
+                self._decided[process.key] = (now, membership)
         for key in [key for key in self.watched if key not in seen]:
-            gone = self.watched.pop(key)
+            with self._table_lock:
+                gone = self.watched.pop(key)
             self.fetcher.forget(gone.endpoints)
+            self._ports.forget([key])
+            gone.sampler.close()
             log.info("process-gone", pid=key.pid, comm=gone.process.comm, captures=gone.captures)
             changed = True
-        for watched in self.watched.values():
+        for watched in list(self.watched.values()):
             changed |= self._refresh_watched(watched)
+        self._decided = {key: seen for key, seen in self._decided.items() if key in reasons}
         self._say_once(reasons)
         if changed:
-            self.detector.watch([watched.watch for watched in self.watched.values()])
+            self._publish([watched.watch for watched in self.watched.values()])
         self.metrics.watched.set(len(self.watched))
+
+    def _publish(self, watches: list[Watch]) -> None:
+        """Hand the detector's new view to the loop (the detector is the loop's alone)."""
+        if not self._loop_running:
+            self.detector.watch(watches)
+            return
+        with self._table_lock:
+            self._pending_watches = watches
+        self.detector.wake()
+
+    def _cgroup_membership(self, pid: int) -> str:
+        """/proc/<pid>/cgroup: a process moved to another cgroup is looked at again."""
+        try:
+            return (self.config.proc_root / str(pid) / "cgroup").read_text()
+        except OSError:
+            return ""
 
     def _try_watch(self, process: procs.Process) -> str | None:
         """Start watching `process`; the reason when it cannot be watched."""
@@ -182,11 +249,23 @@ class Watcher:
             return f"cgroup not usable: {error}"
         if limit is None:
             return "no memory limit"
+        try:
+            sampler = cgroup.Sampler(resolved, self.config.memory_metric)
+        except FileNotFoundError:
+            return "vanished while being looked at"
+        except OSError as error:
+            return f"cgroup not usable: {error}"
         watched = Watched(
-            process, resolved, threshold_bytes(limit, self.config.critical_percent), []
+            process,
+            resolved,
+            threshold_bytes(limit, self.config.critical_percent),
+            [],
+            sampler,
+            limit,
         )
         self._refresh_ports(watched)
-        self.watched[process.key] = watched
+        with self._table_lock:
+            self.watched[process.key] = watched
         self._reasons.pop(process.key, None)
         log.info(
             "watching",
@@ -204,11 +283,12 @@ class Watcher:
         """Re-read the limit and the ports; True when the detector's view changed."""
         self._refresh_ports(watched)
         try:
-            limit = cgroup.read_limit(watched.cgroup)
+            limit = watched.sampler.limit()
         except (OSError, ValueError):
             return False
         if limit is None:
             return False
+        watched.limit_bytes = limit
         threshold = threshold_bytes(limit, self.config.critical_percent)
         if threshold == watched.threshold_bytes:
             return False
@@ -223,7 +303,7 @@ class Watcher:
             found = ports.fixed(self.config.pprof_ports)
         else:
             try:
-                found = ports.discover(self.config.proc_root, watched.process.pid)
+                found = self._ports.find(watched.process.key, watched.process.pid)
             except OSError:
                 return  # vanished or unreadable: keep what we knew
         if found == watched.endpoints:
@@ -349,6 +429,9 @@ class Watcher:
                     1000 * (result.started - trigger.detected_at), 3
                 ),
                 "fetch_ms": round(1000 * result.seconds, 3),
+                # CLOCK_MONOTONIC is system-wide: other processes on the node can compare.
+                "detected_monotonic": trigger.detected_at,
+                "fetch_started_monotonic": result.started,
             },
             "oomdump_version": __version__,
         }

@@ -7,9 +7,11 @@ DUMP_DIR in a temp dir); for each leak shape, `--runs` times: a Go leaker
 (bench/capture/leaker) starts in a fresh cgroup v1 group limited to 256 MiB, the bench
 waits until the watcher has opened its connection to the leaker's pprof port, then lets
 it leak until the kernel OOM-kills it. The true crossing of CRITICAL% is taken from an
-eventfd threshold the bench arms itself; the fetch start from the leaker's own stamp of
-the request's arrival; the time on disk from the profile file's mtime; completeness is
-the profile's in-use bytes over the cgroup usage the watcher sampled. Then the watcher's
+eventfd threshold the bench arms itself; the detection latency two ways: to the watcher's
+fetch start (`timings.fetch_started_monotonic` in the dump's metadata; CLOCK_MONOTONIC is
+system-wide) and to the request's arrival as the leaker stamps it; the time on disk from
+the profile file's mtime; completeness is the profile's in-use bytes over the cgroup usage
+the watcher sampled. Then the watcher's
 overhead: CPU and RSS while it watches 20 idle leakers at WATCH_TIME=100ms.
 """
 
@@ -50,6 +52,10 @@ MODES = {  # name -> watcher environment
     "adaptive": {"DETECT_MODE": "adaptive", "WATCH_TIME": "100ms"},
     "poll-100ms": {"DETECT_MODE": "poll", "WATCH_TIME": "100ms"},
     "poll-1s": {"DETECT_MODE": "poll", "WATCH_TIME": "1s"},
+    # Not run by default: events on raw usage, where the bench's crossing (usage_in_bytes)
+    # and the watcher's metric agree; with working_set the watcher waits for usage minus
+    # inactive_file to cross too, which comes later.
+    "events-usage": {"DETECT_MODE": "events", "WATCH_TIME": "100ms", "MEMORY_METRIC": "usage"},
     # Not run by default: EMERGENCY_BRAKE=true is opt-in and changes the app's limits.
     "events-brake": {"DETECT_MODE": "events", "WATCH_TIME": "100ms", "EMERGENCY_BRAKE": "true"},
 }
@@ -147,7 +153,8 @@ class Crossing:
     """The moment usage first crosses THRESHOLD, from an eventfd threshold of our own."""
 
     def __init__(self, group: MemoryCgroup) -> None:
-        self.at_ns: int | None = None
+        self.at_ns: int | None = None  # wall clock, as the leaker stamps requests
+        self.at_monotonic_ns: int | None = None  # as the watcher stamps its fetch start
         self._closing = False
         self._eventfd = os.eventfd(0, os.EFD_CLOEXEC)
         self._usage = os.open(group.path / "memory.usage_in_bytes", os.O_RDONLY)
@@ -163,6 +170,7 @@ class Crossing:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
         select.select([self._eventfd], [], [], 120)
         if not self._closing:
+            self.at_monotonic_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
             self.at_ns = time.time_ns()
 
     def close(self) -> None:
@@ -182,7 +190,9 @@ class Run:
     discovered: bool = False
     oom_killed: bool = False
     crossed_ns: int | None = None
-    fetch_start_ns: int | None = None
+    crossed_monotonic_ns: int | None = None
+    fetch_start_ns: int | None = None  # the request's arrival in the leaker (wall clock)
+    watcher_fetch_start_monotonic_ns: int | None = None  # from the dump's metadata
     first_on_disk_ns: int | None = None
     captured: bool = False
     captured_gc: bool = False
@@ -195,9 +205,17 @@ class Run:
 
     @property
     def latency_ms(self) -> float | None:
+        """Crossing -> the first request's arrival in the Go process."""
         if self.crossed_ns is None or self.fetch_start_ns is None:
             return None
         return (self.fetch_start_ns - self.crossed_ns) / 1e6
+
+    @property
+    def to_fetch_start_ms(self) -> float | None:
+        """Crossing -> the watcher's fetch start (both CLOCK_MONOTONIC, system-wide)."""
+        if self.crossed_monotonic_ns is None or self.watcher_fetch_start_monotonic_ns is None:
+            return None
+        return (self.watcher_fetch_start_monotonic_ns - self.crossed_monotonic_ns) / 1e6
 
     @property
     def to_disk_ms(self) -> float | None:
@@ -242,6 +260,7 @@ def one_run(
             finally:
                 crossing.close()
             run.crossed_ns = crossing.at_ns
+            run.crossed_monotonic_ns = crossing.at_monotonic_ns
             run.oom_killed = group.oom_kills() > 0
         finally:
             with suppress(ProcessLookupError):
@@ -277,7 +296,11 @@ def collect_dumps(run: Run, dump_dir: Path) -> None:
             run.inuse_first = inuse
             run.first_on_disk_ns = profile.stat().st_mtime_ns
             run.trigger = metadata.get("trigger", "")
-            run.detected_to_fetch_ms = metadata.get("timings", {}).get("detected_to_fetch_start_ms")
+            timings = metadata.get("timings", {})
+            run.detected_to_fetch_ms = timings.get("detected_to_fetch_start_ms")
+            started = timings.get("fetch_started_monotonic")
+            if started is not None:
+                run.watcher_fetch_start_monotonic_ns = round(started * 1e9)
             run.usage = metadata.get("usage")
         profile.unlink()
         metadata_path.unlink()
@@ -297,6 +320,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
     mine = [r for r in runs if r.shape == shape and r.mode == mode and r.discovered]
     latencies = [r.latency_ms for r in mine if r.latency_ms is not None]
+    to_fetch = [r.to_fetch_start_ms for r in mine if r.to_fetch_start_ms is not None]
     to_disk = [r.to_disk_ms for r in mine if r.to_disk_ms is not None]
     first = [r.inuse_first / r.usage for r in mine if r.inuse_first and r.usage]
     gc = [r.inuse_gc / r.usage for r in mine if r.inuse_gc and r.usage]
@@ -308,6 +332,8 @@ def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
         "captured": sum(r.captured for r in mine),
         "captured_gc": sum(r.captured_gc for r in mine),
         "by_event": sum(r.trigger == "event" for r in mine),
+        "fetch_start_p50_ms": percentile(to_fetch, 0.5),
+        "fetch_start_p99_ms": percentile(to_fetch, 0.99),
         "latency_p50_ms": percentile(latencies, 0.5),
         "latency_p99_ms": percentile(latencies, 0.99),
         "disk_p50_ms": percentile(to_disk, 0.5),
@@ -319,17 +345,19 @@ def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
 
 def print_table(rows: list[dict[str, object]]) -> None:
     header = (
-        "| shape | mode | captured | ?gc=1 too | by event | detect p50 / p99 ms "
+        "| shape | mode | captured | ?gc=1 too | by event | crossing to fetch start p50 / p99 ms "
+        "| crossing to request in app p50 / p99 ms "
         "| on disk p50 / p99 ms | complete first / gc=1 |"
     )
     print(header)
-    print("|" + "---|" * 8)
+    print("|" + "---|" * 9)
     for row in rows:
         runs = row["runs"] or 1
         print(
             f"| {row['shape']} | {row['mode']} "
             f"| {row['captured']}/{row['runs']} ({100 * row['captured'] / runs:.0f}%) "
             f"| {row['captured_gc']}/{row['runs']} | {row['by_event']} "
+            f"| {fmt(row['fetch_start_p50_ms'])} / {fmt(row['fetch_start_p99_ms'])} "
             f"| {fmt(row['latency_p50_ms'])} / {fmt(row['latency_p99_ms'])} "
             f"| {fmt(row['disk_p50_ms'])} / {fmt(row['disk_p99_ms'])} "
             f"| {fmt(row['complete_first_p50'], 2)} / {fmt(row['complete_gc_p50'], 2)} |",
@@ -463,7 +491,12 @@ def main() -> int:
                 "rows": rows,
                 "overhead": costs,
                 "runs": [
-                    {**asdict(r), "latency_ms": r.latency_ms, "to_disk_ms": r.to_disk_ms}
+                    {
+                        **asdict(r),
+                        "latency_ms": r.latency_ms,
+                        "to_fetch_start_ms": r.to_fetch_start_ms,
+                        "to_disk_ms": r.to_disk_ms,
+                    }
                     for r in runs
                 ],
             },

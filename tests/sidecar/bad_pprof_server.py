@@ -26,15 +26,21 @@ def not_pprof_answer() -> bytes:
     return head.encode() + body
 
 
+def answer(mode: str, connection: socket.socket) -> None:
+    with connection:
+        connection.recv(65536)
+        connection.sendall(not_pprof_answer() if mode == "not-pprof" else ANSWERS[mode])
+
+
 def serve(mode: str, listener: socket.socket, held: list[socket.socket]) -> None:
     while True:
         connection, _ = listener.accept()
         if mode == "hang":
             held.append(connection)  # read nothing, answer nothing, keep it open
             continue
-        connection.recv(65536)
-        connection.sendall(not_pprof_answer() if mode == "not-pprof" else ANSWERS[mode])
-        connection.close()
+        # Each connection on its own thread, as real servers do: the watcher's idle
+        # connection, opened ahead of time, must not hold back its request on another.
+        threading.Thread(target=answer, args=(mode, connection), daemon=True).start()
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Memory cgroup resolution and sampling on trees modelled on real Kubernetes nodes."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -166,3 +167,56 @@ def test_this_machine_resolves_own_cgroup() -> None:
     resolved = cgroup.resolve(Path("/proc"), os.getpid())
     assert resolved.version == 1
     assert cgroup.sample(resolved, "usage").raw_usage_bytes > 0
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sampler_agrees_with_sample_and_follows_changes(tmp_path: Path, version: int) -> None:
+    if version == 1:
+        files = v1_memory_files("/sys/fs/cgroup/memory", 300 * MiB, 512 * MiB, 100 * MiB)
+        process = FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
+    else:
+        files = v2_memory_files("/sys/fs/cgroup", 300 * MiB, str(512 * MiB), 100 * MiB)
+        process = FakeProcess(
+            7, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files
+        )
+    write_process(tmp_path, process)
+    resolved = cgroup.resolve(tmp_path, 7)
+    for metric in ("working_set", "usage"):
+        sampler = cgroup.Sampler(resolved, metric)
+        try:
+            assert sampler.sample(512 * MiB) == cgroup.sample(resolved, metric)
+            assert sampler.limit() == cgroup.read_limit(resolved) == 512 * MiB
+        finally:
+            sampler.close()
+    sampler = cgroup.Sampler(resolved, "working_set")
+    try:
+        usage_file = "memory.usage_in_bytes" if version == 1 else "memory.current"
+        (resolved.directory / usage_file).write_text(f"{400 * MiB}\n")  # same file, new text
+        assert sampler.sample(512 * MiB).usage_bytes == 300 * MiB
+    finally:
+        sampler.close()
+
+
+def test_sampler_of_a_real_v1_cgroup_and_its_removal() -> None:
+    """A real cgroup v1 group: the open files do not keep it from being removed, and a
+    sample afterwards is an OSError (the watcher's sign that the process is gone)."""
+    root = Path("/sys/fs/cgroup/memory")
+    if not (root / "memory.usage_in_bytes").exists():
+        pytest.skip("this machine has no cgroup v1 memory controller")
+    directory = root / f"oomdump-test-sampler-{os.getpid()}"
+    directory.mkdir()
+    try:
+        (directory / "memory.limit_in_bytes").write_text(str(64 * MiB))
+        group = cgroup.MemoryCgroup(version=1, path=f"/{directory.name}", directory=directory)
+        sampler = cgroup.Sampler(group, "working_set")
+        try:
+            assert sampler.sample(64 * MiB) == cgroup.sample(group, "working_set")
+            assert sampler.limit() == cgroup.read_limit(group) == 64 * MiB
+            directory.rmdir()
+            with pytest.raises(OSError):
+                sampler.sample(64 * MiB)
+        finally:
+            sampler.close()
+    finally:
+        if directory.exists():
+            directory.rmdir()

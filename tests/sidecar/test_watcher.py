@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import cgroup
+from sidecar import watcher as watcher_module
 from sidecar.procs import ProcessKey
 from sidecar.watcher import Watched, Watcher
 from tests.sidecar.harness import make_watcher, saved_metadata
@@ -86,9 +88,11 @@ def watcher_for(tmp_path: Path, proc: Path, port: int, **env: str) -> Watcher:
 
 
 def capture_once(watcher: Watcher, watched: Watched) -> None:
+    before = (watched.captures, watched.retry_after)
     watcher.check(watched, frozenset())
-    assert watched.capturing
     wait_for(lambda: not watched.capturing, "the capture to finish")
+    # A capture ran (it may finish before we look): it either saved or set a retry.
+    assert (watched.captures, watched.retry_after) != before
 
 
 def test_capture_saves_first_and_gc_profiles_then_cools_down(
@@ -144,7 +148,9 @@ def test_failed_capture_is_retried_without_cooldown(tmp_path: Path, logs) -> Non
     assert watcher.metrics.failures.labels("http-404")._value.get() == 2
 
 
-def test_reasons_said_once_and_vanished_processes(tmp_path: Path, go_port: int, logs) -> None:
+def test_reasons_said_once_and_vanished_processes(
+    tmp_path: Path, go_port: int, logs, monkeypatch: pytest.MonkeyPatch
+) -> None:
     proc = pod_tree(tmp_path)
     write_process(proc, FakeProcess(1, "pause"))
     write_process(proc, FakeProcess(2, "kthreadd", flags=PF_KTHREAD))
@@ -160,8 +166,23 @@ def test_reasons_said_once_and_vanished_processes(tmp_path: Path, go_port: int, 
     )
     write_process(proc, FakeProcess(30, "odd", cgroup=V2_NS_CGROUP_FILE, mountinfo=""))
     watcher = watcher_for(tmp_path, proc, go_port)
+    resolved: list[int] = []
+    real_resolve = cgroup.resolve
+
+    def counting_resolve(proc_root: Path, pid: int) -> cgroup.MemoryCgroup:
+        resolved.append(pid)
+        return real_resolve(proc_root, pid)
+
+    monkeypatch.setattr(cgroup, "resolve", counting_resolve)
     for _ in range(3):
         watcher.refresh()
+    assert sorted(resolved) == [7, 20, 30]  # a "not watched" decision is kept, not redone
+    (proc / "30" / "cgroup").write_text(V2_NS_CGROUP_FILE + "\n")  # moved to another cgroup
+    watcher.refresh()
+    assert sorted(resolved) == [7, 20, 30, 30]  # looked at again (and not usable still)
+    monkeypatch.setattr(watcher_module, "NOT_WATCHED_RECHECK", 0.0)
+    watcher.refresh()  # after the recheck delay they are looked at again, and not re-said
+    assert sorted(resolved) == [7, 20, 20, 30, 30, 30]
     expected = {
         1: "pod sandbox pause process",
         2: "kernel thread",
