@@ -38,7 +38,9 @@ class MemoryCgroup:
 class MemorySample:
     usage_bytes: int  # the chosen metric: working set or raw usage
     raw_usage_bytes: int
-    inactive_file_bytes: int
+    # None: memory.stat was not read because raw usage was below the caller's threshold;
+    # usage_bytes is then raw usage, an upper bound of the working set.
+    inactive_file_bytes: int | None
     limit_bytes: int | None  # None = no limit
 
     def percent(self) -> float | None:
@@ -199,7 +201,12 @@ def read_limit(cgroup: MemoryCgroup) -> int | None:
 class Sampler:
     """`sample` for one cgroup, many times a second: its files stay open and are re-read
     with pread, only the one memory.stat field needed is picked out, and the limit is the
-    caller's (re-read by the refresh, not on every sample). OSError once the cgroup is gone."""
+    caller's (re-read by the refresh, not on every sample). OSError once the cgroup is gone.
+
+    memory.stat costs most of a sample (tens of lines formatted by the kernel), so with a
+    threshold it is read only when raw usage reaches it: the working set (usage minus
+    inactive_file) cannot exceed raw usage, so below the threshold raw usage decides alone.
+    `stat_reads` counts the memory.stat reads."""
 
     def __init__(self, cgroup: MemoryCgroup, metric: MemoryMetric) -> None:
         usage_file = "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current"
@@ -217,9 +224,20 @@ class Sampler:
             self.close()
             raise
         self._usage_fd, self._stat_fd, self._limit_fd = self._fds
+        self.stat_reads = 0
 
-    def sample(self, limit_bytes: int | None) -> MemorySample:
+    def sample(self, limit_bytes: int | None, threshold_bytes: int | None = None) -> MemorySample:
+        """Usage now; with `threshold_bytes`, memory.stat is skipped while raw usage is below
+        it (the sample then carries raw usage and inactive_file_bytes None)."""
         usage = int(os.pread(self._usage_fd, 64, 0))
+        if threshold_bytes is not None and usage < threshold_bytes:
+            return MemorySample(
+                usage_bytes=usage,
+                raw_usage_bytes=usage,
+                inactive_file_bytes=None,
+                limit_bytes=limit_bytes,
+            )
+        self.stat_reads += 1
         inactive_file = self._inactive_file(os.pread(self._stat_fd, 65536, 0))
         return MemorySample(
             usage_bytes=max(usage - inactive_file, 0) if self._working_set else usage,

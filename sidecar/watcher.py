@@ -144,16 +144,22 @@ class Watcher:
     def check(self, watched: Watched, fired: frozenset[Any]) -> None:
         """Sample one process's cgroup and start a capture when it is due."""
         now = time.monotonic()
+        limit = watched.limit_bytes
+        threshold = None if limit is None else threshold_bytes(limit, self.config.critical_percent)
+        # Below the threshold the sampler skips memory.stat and reports raw usage, an upper
+        # bound of the working set: enough to decide "not over", and for the adaptive poll
+        # (it only polls sooner). After an event the real metric is read: the detector's
+        # page-cache correction needs it.
+        skip_below = None if watched.process.key in fired else threshold
         try:
-            sample = watched.sampler.sample(watched.limit_bytes)
+            sample = watched.sampler.sample(limit, skip_below)
         except (OSError, ValueError):
             if not procs.is_alive(self.config.proc_root, watched.process.key):
                 self._refresh_wanted.set()  # it exited: drop it now
             return
         self.detector.note(watched.process.key, sample.usage_bytes, now)
-        if sample.limit_bytes is None:
+        if threshold is None:
             return
-        threshold = threshold_bytes(sample.limit_bytes, self.config.critical_percent)
         if sample.usage_bytes < threshold or watched.capturing or now < watched.retry_after:
             return
         if watched.last_capture is not None and now - watched.last_capture < self.config.cooldown:

@@ -6,8 +6,10 @@ For each detection mode one real watcher runs (`python -m sidecar`, PROC_ROOT=/p
 DUMP_DIR in a temp dir); for each leak shape, `--runs` times: a Go leaker
 (bench/capture/leaker) starts in a fresh cgroup v1 group limited to 256 MiB, the bench
 waits until the watcher has opened its connection to the leaker's pprof port, then lets
-it leak until the kernel OOM-kills it. The true crossing of CRITICAL% is taken from an
-eventfd threshold the bench arms itself; the detection latency two ways: to the watcher's
+it leak until the kernel OOM-kills it. The true crossing of CRITICAL% by the metric the
+watcher uses (MEMORY_METRIC; see Crossing) is taken from an eventfd threshold the bench
+arms itself on raw usage, then for the working set a 1 ms poll; the detection latency two
+ways: to the watcher's
 fetch start (`timings.fetch_started_monotonic` in the dump's metadata; CLOCK_MONOTONIC is
 system-wide) and to the request's arrival as the leaker stamps it; the time on disk from
 the profile file's mtime; completeness is the profile's in-use bytes over the cgroup usage
@@ -52,14 +54,17 @@ MODES = {  # name -> watcher environment
     "adaptive": {"DETECT_MODE": "adaptive", "WATCH_TIME": "100ms"},
     "poll-100ms": {"DETECT_MODE": "poll", "WATCH_TIME": "100ms"},
     "poll-1s": {"DETECT_MODE": "poll", "WATCH_TIME": "1s"},
-    # Not run by default: events on raw usage, where the bench's crossing (usage_in_bytes)
-    # and the watcher's metric agree; with working_set the watcher waits for usage minus
-    # inactive_file to cross too, which comes later.
+    # Not run by default: events on raw usage. Each mode's latencies start at the crossing
+    # of the metric its watcher uses (working_set by default: see Crossing).
     "events-usage": {"DETECT_MODE": "events", "WATCH_TIME": "100ms", "MEMORY_METRIC": "usage"},
     # Not run by default: EMERGENCY_BRAKE=true is opt-in and changes the app's limits.
     "events-brake": {"DETECT_MODE": "events", "WATCH_TIME": "100ms", "EMERGENCY_BRAKE": "true"},
 }
 DEFAULT_MODES = ("events", "adaptive", "poll-100ms", "poll-1s")
+
+
+def metric_of(mode: str) -> str:
+    return MODES[mode].get("MEMORY_METRIC", "working_set")
 
 
 class Lines:
@@ -149,15 +154,39 @@ class Watcher:
                 self.process.wait()
 
 
-class Crossing:
-    """The moment usage first crosses THRESHOLD, from an eventfd threshold of our own."""
+def working_set(usage_fd: int, stat_fd: int) -> int:
+    """usage_in_bytes - total_inactive_file, as the watcher's MEMORY_METRIC=working_set."""
+    usage = int(os.pread(usage_fd, 64, 0))
+    for line in os.pread(stat_fd, 65536, 0).splitlines():
+        if line.startswith(b"total_inactive_file "):
+            return usage - int(line.split()[1])
+    return usage
 
-    def __init__(self, group: MemoryCgroup) -> None:
-        self.at_ns: int | None = None  # wall clock, as the leaker stamps requests
-        self.at_monotonic_ns: int | None = None  # as the watcher stamps its fetch start
+
+class Crossing:
+    """The moment the watcher's metric first crosses THRESHOLD.
+
+    Raw usage: an eventfd threshold of our own on memory.usage_in_bytes. The working set
+    (usage - inactive_file) has no kernel event, and cannot cross before raw usage does:
+    after the eventfd fires, usage and memory.stat are polled every POLL seconds (for at
+    most POLL_FOR) and the crossing is stamped at the last poll that still saw it below
+    (the raw crossing when none did), so the latency is overstated by at most one poll,
+    never understated."""
+
+    POLL = 0.001
+    POLL_FOR = 10.0
+
+    def __init__(self, group: MemoryCgroup, metric: str) -> None:
+        self.metric = metric
+        self.raw_at_ns: int | None = None  # wall clock, as the leaker stamps requests
+        self.raw_at_monotonic_ns: int | None = None  # as the watcher stamps its fetch start
+        self.at_ns: int | None = None  # the watcher's metric: same clocks
+        self.at_monotonic_ns: int | None = None
+        self.polls = 0
         self._closing = False
         self._eventfd = os.eventfd(0, os.EFD_CLOEXEC)
         self._usage = os.open(group.path / "memory.usage_in_bytes", os.O_RDONLY)
+        self._stat = os.open(group.path / "memory.stat", os.O_RDONLY)
         (group.path / "cgroup.event_control").write_text(
             f"{self._eventfd} {self._usage} {THRESHOLD}"
         )
@@ -169,9 +198,27 @@ class Crossing:
         with suppress(OSError):
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(50))
         select.select([self._eventfd], [], [], 120)
-        if not self._closing:
-            self.at_monotonic_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-            self.at_ns = time.time_ns()
+        if self._closing:
+            return
+        self.raw_at_monotonic_ns = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.raw_at_ns = time.time_ns()
+        if self.metric != "working_set":
+            self.at_monotonic_ns, self.at_ns = self.raw_at_monotonic_ns, self.raw_at_ns
+            return
+        below = (self.raw_at_monotonic_ns, self.raw_at_ns)  # last moment known not over
+        end = self.raw_at_monotonic_ns + round(self.POLL_FOR * 1e9)
+        while not self._closing and time.clock_gettime_ns(time.CLOCK_MONOTONIC) < end:
+            stamp = (time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.time_ns())
+            try:
+                over = working_set(self._usage, self._stat) >= THRESHOLD
+            except (OSError, ValueError):
+                return
+            self.polls += 1
+            if over:
+                self.at_monotonic_ns, self.at_ns = below
+                return
+            below = stamp
+            time.sleep(self.POLL)
 
     def close(self) -> None:
         self._closing = True
@@ -180,6 +227,7 @@ class Crossing:
         self._thread.join(5)
         os.close(self._eventfd)
         os.close(self._usage)
+        os.close(self._stat)
 
 
 @dataclass
@@ -189,8 +237,11 @@ class Run:
     pid: int = 0
     discovered: bool = False
     oom_killed: bool = False
+    metric: str = "working_set"  # the watcher's MEMORY_METRIC, whose crossing counts
     crossed_ns: int | None = None
     crossed_monotonic_ns: int | None = None
+    raw_crossed_monotonic_ns: int | None = None  # raw usage's crossing (the eventfd)
+    crossing_polls: int = 0
     fetch_start_ns: int | None = None  # the request's arrival in the leaker (wall clock)
     watcher_fetch_start_monotonic_ns: int | None = None  # from the dump's metadata
     first_on_disk_ns: int | None = None
@@ -218,6 +269,13 @@ class Run:
         return (self.watcher_fetch_start_monotonic_ns - self.crossed_monotonic_ns) / 1e6
 
     @property
+    def raw_to_fetch_start_ms(self) -> float | None:
+        """Raw usage's crossing -> the watcher's fetch start."""
+        if self.raw_crossed_monotonic_ns is None or self.watcher_fetch_start_monotonic_ns is None:
+            return None
+        return (self.watcher_fetch_start_monotonic_ns - self.raw_crossed_monotonic_ns) / 1e6
+
+    @property
     def to_disk_ms(self) -> float | None:
         if self.crossed_ns is None or self.first_on_disk_ns is None:
             return None
@@ -227,7 +285,7 @@ class Run:
 def one_run(
     leaker: Path, shape: str, mode: str, watcher: Watcher, dump_dir: Path, view: PodView
 ) -> Run:
-    run = Run(shape, mode)
+    run = Run(shape, mode, metric=metric_of(mode))
     log_from = len(watcher.log.lines)
     with memory_cgroup(LIMIT, prefix="oomdump-bench") as group:
         app = group.spawn(
@@ -250,7 +308,7 @@ def one_run(
             )
             if watched is None:
                 run.notes.append("watcher never logged watching")
-            crossing = Crossing(group)
+            crossing = Crossing(group, run.metric)
             try:
                 os.kill(app.pid, signal.SIGUSR1)
                 try:
@@ -261,6 +319,10 @@ def one_run(
                 crossing.close()
             run.crossed_ns = crossing.at_ns
             run.crossed_monotonic_ns = crossing.at_monotonic_ns
+            run.raw_crossed_monotonic_ns = crossing.raw_at_monotonic_ns
+            run.crossing_polls = crossing.polls
+            if crossing.raw_at_ns is not None and crossing.at_ns is None:
+                run.notes.append(f"{run.metric} never crossed before the kill")
             run.oom_killed = group.oom_kills() > 0
         finally:
             with suppress(ProcessLookupError):
@@ -321,6 +383,7 @@ def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
     mine = [r for r in runs if r.shape == shape and r.mode == mode and r.discovered]
     latencies = [r.latency_ms for r in mine if r.latency_ms is not None]
     to_fetch = [r.to_fetch_start_ms for r in mine if r.to_fetch_start_ms is not None]
+    raw_to_fetch = [r.raw_to_fetch_start_ms for r in mine if r.raw_to_fetch_start_ms is not None]
     to_disk = [r.to_disk_ms for r in mine if r.to_disk_ms is not None]
     first = [r.inuse_first / r.usage for r in mine if r.inuse_first and r.usage]
     gc = [r.inuse_gc / r.usage for r in mine if r.inuse_gc and r.usage]
@@ -334,6 +397,10 @@ def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
         "by_event": sum(r.trigger == "event" for r in mine),
         "fetch_start_p50_ms": percentile(to_fetch, 0.5),
         "fetch_start_p99_ms": percentile(to_fetch, 0.99),
+        "raw_fetch_start_p50_ms": percentile(raw_to_fetch, 0.5),
+        "raw_fetch_start_p99_ms": percentile(raw_to_fetch, 0.99),
+        "metric": metric_of(mode),
+        "metric_crossed": sum(r.crossed_monotonic_ns is not None for r in mine),
         "latency_p50_ms": percentile(latencies, 0.5),
         "latency_p99_ms": percentile(latencies, 0.99),
         "disk_p50_ms": percentile(to_disk, 0.5),
@@ -345,12 +412,14 @@ def summarize(runs: list[Run], shape: str, mode: str) -> dict[str, object]:
 
 def print_table(rows: list[dict[str, object]]) -> None:
     header = (
-        "| shape | mode | captured | ?gc=1 too | by event | crossing to fetch start p50 / p99 ms "
+        "| shape | mode | captured | ?gc=1 too | by event "
+        "| metric crossing to fetch start p50 / p99 ms "
         "| crossing to request in app p50 / p99 ms "
-        "| on disk p50 / p99 ms | complete first / gc=1 |"
+        "| on disk p50 / p99 ms | complete first / gc=1 "
+        "| raw usage crossing to fetch start p50 / p99 ms |"
     )
     print(header)
-    print("|" + "---|" * 9)
+    print("|" + "---|" * 10)
     for row in rows:
         runs = row["runs"] or 1
         print(
@@ -360,7 +429,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
             f"| {fmt(row['fetch_start_p50_ms'])} / {fmt(row['fetch_start_p99_ms'])} "
             f"| {fmt(row['latency_p50_ms'])} / {fmt(row['latency_p99_ms'])} "
             f"| {fmt(row['disk_p50_ms'])} / {fmt(row['disk_p99_ms'])} "
-            f"| {fmt(row['complete_first_p50'], 2)} / {fmt(row['complete_gc_p50'], 2)} |",
+            f"| {fmt(row['complete_first_p50'], 2)} / {fmt(row['complete_gc_p50'], 2)} "
+            f"| {fmt(row['raw_fetch_start_p50_ms'])} / {fmt(row['raw_fetch_start_p99_ms'])} |",
             flush=True,
         )
 
@@ -495,6 +565,7 @@ def main() -> int:
                         **asdict(r),
                         "latency_ms": r.latency_ms,
                         "to_fetch_start_ms": r.to_fetch_start_ms,
+                        "raw_to_fetch_start_ms": r.raw_to_fetch_start_ms,
                         "to_disk_ms": r.to_disk_ms,
                     }
                     for r in runs

@@ -220,3 +220,62 @@ def test_sampler_of_a_real_v1_cgroup_and_its_removal() -> None:
     finally:
         if directory.exists():
             directory.rmdir()
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sampler_reads_memory_stat_only_at_or_over_the_threshold(
+    tmp_path: Path, version: int
+) -> None:
+    """Below the threshold raw usage decides (the working set cannot exceed it), so
+    memory.stat is not read: a garbled memory.stat goes unnoticed there, and the counter of
+    memory.stat reads stays put. At or over it the working set is computed as before."""
+    inactive_key = "total_inactive_file" if version == 1 else "inactive_file"
+    if version == 1:
+        files = v1_memory_files("/sys/fs/cgroup/memory", 300 * MiB, 512 * MiB, 100 * MiB)
+        process = FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
+    else:
+        files = v2_memory_files("/sys/fs/cgroup", 300 * MiB, str(512 * MiB), 100 * MiB)
+        process = FakeProcess(
+            7, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files
+        )
+    write_process(tmp_path, process)
+    resolved = cgroup.resolve(tmp_path, 7)
+    usage_file = resolved.directory / (
+        "memory.usage_in_bytes" if version == 1 else "memory.current"
+    )
+    stat_file = resolved.directory / "memory.stat"
+    good_stat = stat_file.read_text()
+    threshold = 358 * MiB
+    sampler = cgroup.Sampler(resolved, "working_set")
+    try:
+        stat_file.write_text(good_stat.replace(f"{inactive_key} ", f"{inactive_key} garbled"))
+        below = sampler.sample(512 * MiB, threshold)
+        assert (below.usage_bytes, below.raw_usage_bytes) == (300 * MiB, 300 * MiB)
+        assert below.inactive_file_bytes is None
+        assert sampler.stat_reads == 0
+        with pytest.raises(ValueError):  # proof that the garbled file is read when due
+            sampler.sample(512 * MiB, None)
+        assert sampler.stat_reads == 1
+
+        stat_file.write_text(good_stat)
+        usage_file.write_text(f"{400 * MiB}\n")  # raw usage over, working set (300) not
+        crossed_raw = sampler.sample(512 * MiB, threshold)
+        assert crossed_raw.usage_bytes == 300 * MiB < threshold
+        assert crossed_raw.inactive_file_bytes == 100 * MiB
+        usage_file.write_text(f"{threshold}\n")  # exactly at the threshold: read too
+        assert sampler.sample(512 * MiB, threshold).inactive_file_bytes == 100 * MiB
+        usage_file.write_text(f"{500 * MiB}\n")
+        over = sampler.sample(512 * MiB, threshold)
+        assert over.usage_bytes == 400 * MiB >= threshold
+        assert sampler.stat_reads == 4
+    finally:
+        sampler.close()
+
+    usage_sampler = cgroup.Sampler(resolved, "usage")  # same rule with MEMORY_METRIC=usage
+    try:
+        usage_file.write_text(f"{300 * MiB}\n")
+        below = usage_sampler.sample(512 * MiB, threshold)
+        assert (below.usage_bytes, below.inactive_file_bytes) == (300 * MiB, None)
+        assert usage_sampler.stat_reads == 0
+    finally:
+        usage_sampler.close()

@@ -130,6 +130,47 @@ def test_below_threshold_is_not_captured(tmp_path: Path, go_port: int) -> None:
     assert not watcher.watched[APP].capturing
 
 
+def test_memory_stat_is_read_only_at_the_threshold_or_after_an_event(
+    tmp_path: Path, go_port: int
+) -> None:
+    """Below the threshold raw usage decides alone (the working set cannot exceed it);
+    at or over it, or when the process's event fired, the working set is read and decides."""
+    proc = tmp_path / "proc"
+    files = v2_memory_files("/sys/fs/cgroup", 800 * MiB, str(1024 * MiB), 200 * MiB)
+    write_process(
+        proc,
+        FakeProcess(
+            APP.pid,
+            "app",
+            starttime=APP.starttime,
+            cgroup=V2_NS_CGROUP_FILE,
+            mountinfo=V2_NS_MOUNTINFO,
+            files=files,
+        ),
+    )
+    watcher = watcher_for(tmp_path, proc, go_port)
+    watcher.refresh()
+    watched = watcher.watched[APP]
+    current = watched.cgroup.directory / "memory.current"
+    watcher.check(watched, frozenset())  # raw 800 MiB over 716.8, working set 600 not
+    assert not watched.capturing
+    assert watched.sampler.stat_reads == 1
+    current.write_text(f"{500 * MiB}\n")
+    watcher.check(watched, frozenset())
+    assert watched.sampler.stat_reads == 1
+    watcher.check(watched, frozenset({APP}))  # an event: the detector gets the real metric
+    assert watched.sampler.stat_reads == 2
+    assert not watched.capturing
+    current.write_text(f"{1000 * MiB}\n")  # working set 800 MiB: over
+    capture_once(watcher, watched)
+    first = saved_metadata(tmp_path / "spool")[0]
+    assert (first["usage"], first["raw_usage"], first["inactive_file"]) == (
+        800 * MiB,
+        1000 * MiB,
+        200 * MiB,
+    )
+
+
 def test_failed_capture_is_retried_without_cooldown(tmp_path: Path, logs) -> None:
     with bad_server("404") as (_, port):
         watcher = watcher_for(tmp_path, pod_tree(tmp_path), port, COOLDOWN="1h")
