@@ -31,6 +31,11 @@ from sidecar.inotify import Inotify
 Route = Literal["events", "adaptive", "poll"]
 FastMode = Literal["events", "adaptive", "auto"]
 MEMORY_EVENTS = "memory.events"
+# After usage crossed but the working set did not (page cache), the re-armed threshold may
+# fire late: re-registering one costs the kernel an RCU grace period, milliseconds on a busy
+# machine. Meanwhile that watch is also sampled every GAP_POLL, for at most GAP_HOLD.
+GAP_POLL = 0.002
+GAP_HOLD = 1.0
 
 
 class FastDetector:
@@ -59,6 +64,7 @@ class FastDetector:
         self._routes: dict[Hashable, Route] = {}
         self._thresholds_by_key: dict[Hashable, int] = {}
         self._just_fired: set[Hashable] = set()  # eventfd keys the loop has not sampled yet
+        self._gap_until: dict[Hashable, float] = {}  # events keys in the page-cache gap
         self._fallback_said: set[tuple[Hashable, str]] = set()
         self._last_summary = ""
         self._poller = select.poll()
@@ -89,6 +95,7 @@ class FastDetector:
         self._sync_memory_events([w for w in adaptive.values() if w.version == 2])
         self._routes = routes
         self._thresholds_by_key = {w.key: w.threshold_bytes for w in watches}
+        self._gap_until = {k: t for k, t in self._gap_until.items() if routes.get(k) == "events"}
         self._sync_fds()
         self._say_routes()
 
@@ -146,16 +153,23 @@ class FastDetector:
         route = self._routes.get(key)
         if route == "adaptive":
             self._planner.note(key, usage_bytes, at)
-        elif route == "events" and key in self._just_fired:
-            self._just_fired.discard(key)
-            if usage_bytes < self._thresholds_by_key.get(key, 0):
-                # Usage crossed, the loop's metric did not (page cache): arm the gap too.
-                self._thresholds.correct(key, usage_bytes)
-                self._sync_fds()
+        elif route == "events":
+            below = usage_bytes < self._thresholds_by_key.get(key, 0)
+            if key in self._just_fired:
+                self._just_fired.discard(key)
+                if below:
+                    # Usage crossed, the loop's metric did not (page cache): arm the gap too,
+                    # and sample closely until the metric crosses.
+                    self._thresholds.correct(key, usage_bytes)
+                    self._sync_fds()
+                    self._gap_until[key] = at + GAP_HOLD
+            elif key in self._gap_until and (not below or at >= self._gap_until[key]):
+                del self._gap_until[key]
 
     def timeout(self) -> float:
         """Seconds the next `wait` may block at most."""
-        return self._planner.timeout(time.monotonic())
+        planned = self._planner.timeout(time.monotonic())
+        return min(planned, GAP_POLL) if self._gap_until else planned
 
     def wait(self) -> frozenset[Hashable]:
         if self._thresholds.stale:

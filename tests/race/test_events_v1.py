@@ -11,7 +11,7 @@ import pytest
 
 from sidecar.detect import Watch, make_detector
 from sidecar.events_v1 import ThresholdError, arm, events_unavailable
-from sidecar.fastdetect import FastDetector
+from sidecar.fastdetect import GAP_HOLD, GAP_POLL, FastDetector
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
 
 from .conftest import start_leaker, wait_for
@@ -170,5 +170,31 @@ def test_page_cache_gap_is_armed_too(leaker: Path, tmp_path: Path) -> None:
                 pytest.fail("no event once the working set crossed the threshold")
             assert woken_below >= 1, "usage was meant to cross before the working set"
             assert app.poll() is None
+        finally:
+            detector.close()
+
+
+def test_page_cache_gap_is_sampled_closely_until_the_metric_crosses(tmp_path: Path) -> None:
+    """While usage is over but the working set is not, the re-armed threshold may fire late;
+    the detector then also wakes every GAP_POLL, for at most GAP_HOLD."""
+    require_cgroup_v1()
+    threshold = 64 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=5.0)
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            assert detector.timeout() == pytest.approx(5.0)
+            now = time.monotonic()
+            detector._just_fired = {"app"}  # as if usage's eventfd had fired
+            detector.note("app", threshold - MiB, now)  # ... and the working set is below
+            assert detector.timeout() <= GAP_POLL
+            detector.note("app", threshold - MiB // 2, now + 0.01)  # still in the gap
+            assert detector.timeout() <= GAP_POLL
+            detector.note("app", threshold, now + 0.02)  # the working set crossed
+            assert detector.timeout() == pytest.approx(5.0)
+            detector._just_fired = {"app"}
+            detector.note("app", threshold - MiB, now + 1)
+            detector.note("app", threshold - MiB, now + 1 + GAP_HOLD)  # bounded in time
+            assert detector.timeout() == pytest.approx(5.0)
         finally:
             detector.close()
