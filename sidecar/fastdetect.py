@@ -31,9 +31,10 @@ from sidecar.inotify import Inotify
 Route = Literal["events", "adaptive", "poll"]
 FastMode = Literal["events", "adaptive", "auto"]
 MEMORY_EVENTS = "memory.events"
-# After usage crossed but the working set did not (page cache), the re-armed threshold may
-# fire late: re-registering one costs the kernel an RCU grace period, milliseconds on a busy
-# machine. Meanwhile that watch is also sampled every GAP_POLL, for at most GAP_HOLD.
+# After usage crossed but the working set did not (page cache), that watch is sampled every
+# GAP_POLL for at most GAP_HOLD; only a gap that lasts longer gets a re-armed threshold,
+# because registering one blocks the loop for an RCU grace period (milliseconds, measured
+# as the slow tail of the bench when it was done at once).
 GAP_POLL = 0.002
 GAP_HOLD = 1.0
 
@@ -158,13 +159,16 @@ class FastDetector:
             if key in self._just_fired:
                 self._just_fired.discard(key)
                 if below:
-                    # Usage crossed, the loop's metric did not (page cache): arm the gap too,
-                    # and sample closely until the metric crosses.
-                    self._thresholds.correct(key, usage_bytes)
-                    self._sync_fds()
+                    # Usage crossed, the loop's metric did not (page cache): sample closely
+                    # until the metric crosses.
                     self._gap_until[key] = at + GAP_HOLD
             elif key in self._gap_until and (not below or at >= self._gap_until[key]):
                 del self._gap_until[key]
+                if below:
+                    # Still in the gap after GAP_HOLD: arm a threshold higher by the gap, so
+                    # the kernel wakes the loop when the metric itself crosses.
+                    self._thresholds.correct(key, usage_bytes)
+                    self._sync_fds()
 
     def timeout(self) -> float:
         """Seconds the next `wait` may block at most."""

@@ -137,10 +137,13 @@ def working_set(group: MemoryCgroup) -> int:
     return group.usage_bytes() - int(stat["total_inactive_file"])
 
 
-def test_page_cache_gap_is_armed_too(leaker: Path, tmp_path: Path) -> None:
+def test_page_cache_gap_is_caught_without_waiting_for_the_interval(
+    leaker: Path, tmp_path: Path
+) -> None:
     """Usage (what the kernel's threshold sees) includes page cache; the loop's working set
-    does not. After usage crosses, the detector arms the gap, so the kernel wakes the loop
-    again when the working set itself crosses: no poll needed in between."""
+    does not. After usage crosses, the detector samples closely (and, if the gap lasts,
+    arms a threshold higher by the gap), so the loop sees the working set cross long before
+    the 30 s interval."""
     require_cgroup_v1()
     threshold = 96 * MiB
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
@@ -157,19 +160,38 @@ def test_page_cache_gap_is_armed_too(leaker: Path, tmp_path: Path) -> None:
             detector.watch([Watch("app", group.path, 1, threshold)])
             os.kill(app.pid, signal.SIGUSR1)
             woken_below = 0
-            end = time.monotonic() + 30
+            end = time.monotonic() + 25
             while time.monotonic() < end:
                 fired = detector.wait()
                 metric = working_set(group)
                 detector.note("app", metric, time.monotonic())
-                if "app" in fired and metric >= threshold:
+                if metric >= threshold:
                     break
                 if "app" in fired:
                     woken_below += 1
             else:
-                pytest.fail("no event once the working set crossed the threshold")
+                pytest.fail("the working set's crossing was not seen before the interval")
             assert woken_below >= 1, "usage was meant to cross before the working set"
             assert app.poll() is None
+        finally:
+            detector.close()
+
+
+def test_a_lasting_page_cache_gap_gets_a_higher_threshold() -> None:
+    require_cgroup_v1()
+    threshold = 64 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        group.spawn(["sleep", "60"])  # something charged to the group: usage > 0
+        wait_for(lambda: group.usage_bytes() > 0, deadline=10, what="usage charged")
+        detector = FastDetector("events", interval=5.0)
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            now = time.monotonic()
+            detector._just_fired = {"app"}  # as if usage's eventfd had fired
+            detector.note("app", 0, now)  # the loop's metric is below: the gap is usage
+            assert "app" not in detector._thresholds._corrections  # sampled closely first
+            detector.note("app", 0, now + GAP_HOLD)
+            assert "app" in detector._thresholds._corrections  # the gap lasted: armed
         finally:
             detector.close()
 
