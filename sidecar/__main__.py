@@ -76,6 +76,7 @@ def main() -> int:
         fetcher,
         metrics,
         on_dump=uploader.submit if uploader else lambda dump: None,
+        refresh_interval=config.refresh_interval,
     )
     try:
         watcher.run(stop)

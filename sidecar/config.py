@@ -42,6 +42,9 @@ class Config:
     fetch_timeout: float  # whole-request deadline for one pprof fetch
     pprof_max_bytes: int  # larger answers are dropped as `too-large`
     shutdown_grace: float  # time given to in-flight uploads after SIGTERM
+    # How often /proc is scanned for new processes, ports and limits (an exit is noticed at
+    # once); the costliest part of idle watching, so slower than WATCH_TIME.
+    refresh_interval: float
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -133,4 +136,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         fetch_timeout=_duration(env, "FETCH_TIMEOUT", "5s", 0.01),
         pprof_max_bytes=_int(env, "PPROF_MAX_BYTES", 64 * 1024 * 1024, 1024, 2**40),
         shutdown_grace=_duration(env, "SHUTDOWN_GRACE", "10s", 0.0),
+        refresh_interval=_duration(env, "REFRESH_INTERVAL", "2s", 0.1),
     )

@@ -23,6 +23,7 @@ def test_defaults() -> None:
     assert config.proc_root == Path("/proc")
     assert config.metrics_port is None
     assert (config.detect_mode, config.emergency_brake) == ("auto", False)
+    assert config.refresh_interval == 2
 
 
 def test_values_are_read() -> None:
@@ -40,6 +41,7 @@ def test_values_are_read() -> None:
             "METRICS_PORT": "9100",
             "EMERGENCY_BRAKE": "on",
             "PROC_ROOT": "/host/proc",
+            "REFRESH_INTERVAL": "500ms",
         }
     )
     assert config.critical_percent == 85
@@ -50,6 +52,7 @@ def test_values_are_read() -> None:
     assert config.metrics_port == 9100
     assert config.emergency_brake
     assert config.proc_root == Path("/host/proc")
+    assert config.refresh_interval == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize(
@@ -68,6 +71,7 @@ def test_values_are_read() -> None:
         ("EMERGENCY_BRAKE", "maybe", r"EMERGENCY_BRAKE='maybe' is not a boolean"),
         ("PPROF_PATH", "debug/pprof/heap", r"PPROF_PATH='debug/pprof/heap' must start with '/'"),
         ("SPOOL_MAX_FILES", "0", r"SPOOL_MAX_FILES=0 is out of range"),
+        ("REFRESH_INTERVAL", "10ms", r"REFRESH_INTERVAL='10ms' is too short"),
     ],
 )
 def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
