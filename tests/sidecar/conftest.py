@@ -1,6 +1,7 @@
 """Fixtures for the watcher's tests: the Go leak program, the log lines, cgroup v1 checks."""
 
 import io
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from sidecar import log
 from testinfra.cgroups import require_cgroup_v1
 from testinfra.gobuild import build_local
+
+from .servers import read_port, stop
 
 REPO = Path(__file__).resolve().parents[2]
 LEAK_SOURCE = REPO / "examples" / "go-memory-leak"
@@ -48,3 +51,18 @@ def logs() -> Iterator[LogLines]:
         import sys
 
         log.set_stream(sys.stderr)
+
+
+@pytest.fixture(scope="module")
+def go_pprof_port(leak_binary: Path) -> Iterator[int]:
+    """The demo program leaking slowly (stays far from any limit), serving real pprof."""
+    process = subprocess.Popen(
+        [str(leak_binary), "-port", "0", "-mode", "gradual", "-step", "1024", "-interval", "1s"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        yield read_port(process, "pprof listening on")
+    finally:
+        stop(process)

@@ -2,48 +2,30 @@
 
 import gzip
 import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from sidecar import profile
 from sidecar.fetch import PprofFetcher
 from sidecar.ports import Endpoint
-from tests.sidecar.servers import bad_server, read_port, stop
+from tests.sidecar.servers import bad_server
 
 PATH = "/debug/pprof/heap"
 
 
-@pytest.fixture(scope="module")
-def go_pprof(leak_binary: Path) -> Iterator[int]:
-    """The demo program leaking slowly (stays far from any limit), serving real pprof."""
-    process = subprocess.Popen(
-        [str(leak_binary), "-port", "0", "-mode", "gradual", "-step", "1024", "-interval", "1s"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield read_port(process, "pprof listening on")
-    finally:
-        stop(process)
-
-
-def test_real_go_profile_is_accepted(go_pprof: int) -> None:
+def test_real_go_profile_is_accepted(go_pprof_port: int) -> None:
     fetcher = PprofFetcher(PATH, timeout=5, max_bytes=1 << 24)
-    result = fetcher.fetch(Endpoint(go_pprof, "127.0.0.1"), gc=False)
+    result = fetcher.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False)
     assert result.reason == "ok", result.detail
     assert result.data is not None and result.data[:2] == b"\x1f\x8b"
-    gc_result = fetcher.fetch(Endpoint(go_pprof, "::1"), gc=True)
+    gc_result = fetcher.fetch(Endpoint(go_pprof_port, "::1"), gc=True)
     assert gc_result.ok, gc_result.detail
     fetcher.close()
 
 
-def test_prepared_connection_is_reused_and_survives_server_close(go_pprof: int) -> None:
-    endpoint = Endpoint(go_pprof, "127.0.0.1")
+def test_prepared_connection_is_reused_and_survives_server_close(go_pprof_port: int) -> None:
+    endpoint = Endpoint(go_pprof_port, "127.0.0.1")
     fetcher = PprofFetcher(PATH, timeout=5, max_bytes=1 << 24)
     fetcher.prepare([endpoint])
     prepared = fetcher._idle[endpoint][0]
@@ -55,15 +37,15 @@ def test_prepared_connection_is_reused_and_survives_server_close(go_pprof: int) 
     fetcher.close()
 
 
-def test_too_large_is_refused(go_pprof: int) -> None:
+def test_too_large_is_refused(go_pprof_port: int) -> None:
     fetcher = PprofFetcher(PATH, timeout=5, max_bytes=64)
-    result = fetcher.fetch(Endpoint(go_pprof, "127.0.0.1"), gc=False)
+    result = fetcher.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False)
     assert (result.reason, result.data) == ("too-large", None)
 
 
-def test_wrong_path_is_a_404(go_pprof: int) -> None:
+def test_wrong_path_is_a_404(go_pprof_port: int) -> None:
     fetcher = PprofFetcher("/debug/pprof/nope", timeout=5, max_bytes=1 << 24)
-    assert fetcher.fetch(Endpoint(go_pprof, "127.0.0.1"), gc=False).reason == "http-404"
+    assert fetcher.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False).reason == "http-404"
 
 
 @pytest.mark.parametrize(
@@ -93,18 +75,21 @@ def test_nothing_listening_is_refused() -> None:
     assert result.reason == "refused"
 
 
-def test_hanging_port_does_not_hold_back_a_good_one(go_pprof: int) -> None:
+def test_hanging_port_does_not_hold_back_a_good_one(go_pprof_port: int) -> None:
     saved_at: dict[int, float] = {}
     with bad_server("hang") as (_, hang_port):
         fetcher = PprofFetcher(PATH, timeout=2, max_bytes=1 << 24)
         started = time.monotonic()
         results = fetcher.fetch_all(
-            [Endpoint(hang_port, "127.0.0.1"), Endpoint(go_pprof, "127.0.0.1")],
+            [Endpoint(hang_port, "127.0.0.1"), Endpoint(go_pprof_port, "127.0.0.1")],
             gc=False,
             on_result=lambda r: saved_at.setdefault(r.endpoint.port, time.monotonic() - started),
         )
-    assert {r.endpoint.port: r.reason for r in results} == {hang_port: "timeout", go_pprof: "ok"}
-    assert saved_at[go_pprof] < 1.0 <= saved_at[hang_port]
+    assert {r.endpoint.port: r.reason for r in results} == {
+        hang_port: "timeout",
+        go_pprof_port: "ok",
+    }
+    assert saved_at[go_pprof_port] < 1.0 <= saved_at[hang_port]
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,9 @@ one, reached through PPROF_PORTS.
 
 import shutil
 import socket
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from tests.sidecar.proctree import (
     v2_memory_files,
     write_process,
 )
-from tests.sidecar.servers import bad_server, read_port, stop
+from tests.sidecar.servers import bad_server
 
 MiB = 1024 * 1024
 APP = ProcessKey(7, 1000)
@@ -41,20 +40,6 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
         time.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def go_port(leak_binary: Path) -> Iterator[int]:
-    process = subprocess.Popen(
-        [str(leak_binary), "-port", "0", "-mode", "gradual", "-step", "1024", "-interval", "1s"],
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        yield read_port(process, "pprof listening on")
-    finally:
-        stop(process)
 
 
 def pod_tree(root: Path, usage: int = 800 * MiB, limit: str = str(1024 * MiB)) -> Path:
@@ -96,10 +81,10 @@ def capture_once(watcher: Watcher, watched: Watched) -> None:
 
 
 def test_capture_saves_first_and_gc_profiles_then_cools_down(
-    tmp_path: Path, go_port: int, logs
+    tmp_path: Path, go_pprof_port: int, logs
 ) -> None:
     proc = pod_tree(tmp_path)
-    watcher = watcher_for(tmp_path, proc, go_port, COOLDOWN="1s")
+    watcher = watcher_for(tmp_path, proc, go_pprof_port, COOLDOWN="1s")
     watcher.refresh()
     watched = watcher.watched[APP]
     capture_once(watcher, watched)
@@ -107,7 +92,7 @@ def test_capture_saves_first_and_gc_profiles_then_cools_down(
     assert [m["gc"] for m in saved] == [False, True]
     first = saved[0]
     assert first["key"].startswith("shop/web-0/") and first["key"].endswith(
-        f"-app-7-{go_port}.pb.gz"
+        f"-app-7-{go_pprof_port}.pb.gz"
     )
     assert (first["usage"], first["limit"], first["percent"]) == (800 * MiB, 1024 * MiB, 78.12)
     assert (first["metric"], first["threshold"], first["cgroup_version"]) == ("working_set", 70, 2)
@@ -123,15 +108,15 @@ def test_capture_saves_first_and_gc_profiles_then_cools_down(
     assert len(saved_metadata(tmp_path / "spool")) == 4
 
 
-def test_below_threshold_is_not_captured(tmp_path: Path, go_port: int) -> None:
-    watcher = watcher_for(tmp_path, pod_tree(tmp_path, usage=700 * MiB), go_port)
+def test_below_threshold_is_not_captured(tmp_path: Path, go_pprof_port: int) -> None:
+    watcher = watcher_for(tmp_path, pod_tree(tmp_path, usage=700 * MiB), go_pprof_port)
     watcher.refresh()
     watcher.check(watcher.watched[APP], frozenset())
     assert not watcher.watched[APP].capturing
 
 
 def test_memory_stat_is_read_only_at_the_threshold_or_after_an_event(
-    tmp_path: Path, go_port: int
+    tmp_path: Path, go_pprof_port: int
 ) -> None:
     """Below the threshold raw usage decides alone (the working set cannot exceed it);
     at or over it, or when the process's event fired, the working set is read and decides."""
@@ -148,7 +133,7 @@ def test_memory_stat_is_read_only_at_the_threshold_or_after_an_event(
             files=files,
         ),
     )
-    watcher = watcher_for(tmp_path, proc, go_port)
+    watcher = watcher_for(tmp_path, proc, go_pprof_port)
     watcher.refresh()
     watched = watcher.watched[APP]
     current = watched.cgroup.directory / "memory.current"
@@ -190,7 +175,7 @@ def test_failed_capture_is_retried_without_cooldown(tmp_path: Path, logs) -> Non
 
 
 def test_reasons_said_once_and_vanished_processes(
-    tmp_path: Path, go_port: int, logs, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, go_pprof_port: int, logs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     proc = pod_tree(tmp_path)
     write_process(proc, FakeProcess(1, "pause"))
@@ -206,7 +191,7 @@ def test_reasons_said_once_and_vanished_processes(
         ),
     )
     write_process(proc, FakeProcess(30, "odd", cgroup=V2_NS_CGROUP_FILE, mountinfo=""))
-    watcher = watcher_for(tmp_path, proc, go_port)
+    watcher = watcher_for(tmp_path, proc, go_pprof_port)
     resolved: list[int] = []
     real_resolve = cgroup.resolve
 
@@ -244,8 +229,8 @@ def test_reasons_said_once_and_vanished_processes(
     assert watcher.metrics.watched._value.get() == 0
 
 
-def test_spool_full_refuses_and_says_so(tmp_path: Path, go_port: int, logs) -> None:
-    watcher = watcher_for(tmp_path, pod_tree(tmp_path), go_port, SPOOL_MAX_FILES="1")
+def test_spool_full_refuses_and_says_so(tmp_path: Path, go_pprof_port: int, logs) -> None:
+    watcher = watcher_for(tmp_path, pod_tree(tmp_path), go_pprof_port, SPOOL_MAX_FILES="1")
     watcher.refresh()
     capture_once(watcher, watcher.watched[APP])
     assert len(saved_metadata(tmp_path / "spool")) == 1  # the gc=1 profile was refused
@@ -264,8 +249,8 @@ def test_no_ports_is_a_clear_failure(tmp_path: Path, logs) -> None:
     assert logs.matching("event=capture-skipped", 'reason="no-ports')
 
 
-def test_metrics_endpoint(tmp_path: Path, go_port: int) -> None:
-    watcher = watcher_for(tmp_path, pod_tree(tmp_path), go_port)
+def test_metrics_endpoint(tmp_path: Path, go_pprof_port: int) -> None:
+    watcher = watcher_for(tmp_path, pod_tree(tmp_path), go_pprof_port)
     watcher.refresh()
     capture_once(watcher, watcher.watched[APP])
     with socket.socket() as probe:
@@ -282,10 +267,10 @@ def test_metrics_endpoint(tmp_path: Path, go_port: int) -> None:
     assert "oomdump_crossing_to_dump_seconds_count 2.0" in text
 
 
-def test_exec_renames_a_watched_process(tmp_path: Path, go_port: int) -> None:
+def test_exec_renames_a_watched_process(tmp_path: Path, go_pprof_port: int) -> None:
     proc = pod_tree(tmp_path)
     (proc / "7" / "stat").write_text(stat_line(7, "sh", APP.starttime))  # before its exec
-    watcher = watcher_for(tmp_path, proc, go_port)
+    watcher = watcher_for(tmp_path, proc, go_pprof_port)
     watcher.refresh()
     assert watcher.watched[APP].process.comm == "sh"
     (proc / "7" / "stat").write_text(stat_line(7, "app", APP.starttime))  # same pid + start
