@@ -156,6 +156,14 @@ def memory_cgroup(limit_bytes: int, prefix: str = "oomdump-test") -> Iterator[Me
             _remove(path)
 
 
+def remove_group(path: Path, deadline: float = 10.0) -> None:
+    """Kill what is left in the group at `path` and remove it (a group a test made by hand)."""
+    if not path.exists():
+        return
+    MemoryCgroup(path).kill_all(deadline)
+    _remove(path, deadline)
+
+
 def _remove(path: Path, deadline: float = 10.0) -> None:
     # rmdir answers EBUSY for a moment after the last task died; retry until the deadline.
     end = time.monotonic() + deadline

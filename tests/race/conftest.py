@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import log
-from testinfra.cgroups import MEMORY_ROOT, MemoryCgroup, require_cgroup_v1
+from testinfra.cgroups import MEMORY_ROOT, MemoryCgroup, remove_group, require_cgroup_v1
 from testinfra.gobuild import build_local
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,23 +31,6 @@ def start_leaker(group: MemoryCgroup, binary: Path, shape: str, *extra: str) -> 
     line = process.stdout.readline()
     assert line.startswith("listening "), f"leaker said {line!r}"
     return process
-
-
-def remove_group(path: Path, deadline: float = 10.0) -> None:
-    """Kill what is left in the group at `path` and remove it (retrying EBUSY)."""
-    if not path.exists():
-        return
-    MemoryCgroup(path).kill_all(deadline)
-    end = time.monotonic() + deadline
-    while path.exists():
-        try:
-            path.rmdir()
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.02)
 
 
 @pytest.fixture
