@@ -169,8 +169,9 @@ def test_this_machine_resolves_own_cgroup() -> None:
     assert cgroup.sample(resolved, "usage").raw_usage_bytes > 0
 
 
-@pytest.mark.parametrize("version", [1, 2])
-def test_sampler_agrees_with_sample_and_follows_changes(tmp_path: Path, version: int) -> None:
+def resolved_300_of_512(root: Path, version: int) -> cgroup.MemoryCgroup:
+    """Process 7 in a cgroup of the given version: 300 MiB used, 512 MiB limit, 100 MiB
+    inactive file pages."""
     if version == 1:
         files = v1_memory_files("/sys/fs/cgroup/memory", 300 * MiB, 512 * MiB, 100 * MiB)
         process = FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
@@ -179,8 +180,13 @@ def test_sampler_agrees_with_sample_and_follows_changes(tmp_path: Path, version:
         process = FakeProcess(
             7, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files
         )
-    write_process(tmp_path, process)
-    resolved = cgroup.resolve(tmp_path, 7)
+    write_process(root, process)
+    return cgroup.resolve(root, 7)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_sampler_agrees_with_sample_and_follows_changes(tmp_path: Path, version: int) -> None:
+    resolved = resolved_300_of_512(tmp_path, version)
     for metric in ("working_set", "usage"):
         sampler = cgroup.Sampler(resolved, metric)
         try:
@@ -230,16 +236,7 @@ def test_sampler_reads_memory_stat_only_at_or_over_the_threshold(
     memory.stat is not read: a garbled memory.stat goes unnoticed there, and the counter of
     memory.stat reads stays put. At or over it the working set is computed as before."""
     inactive_key = "total_inactive_file" if version == 1 else "inactive_file"
-    if version == 1:
-        files = v1_memory_files("/sys/fs/cgroup/memory", 300 * MiB, 512 * MiB, 100 * MiB)
-        process = FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
-    else:
-        files = v2_memory_files("/sys/fs/cgroup", 300 * MiB, str(512 * MiB), 100 * MiB)
-        process = FakeProcess(
-            7, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files
-        )
-    write_process(tmp_path, process)
-    resolved = cgroup.resolve(tmp_path, 7)
+    resolved = resolved_300_of_512(tmp_path, version)
     usage_file = resolved.directory / (
         "memory.usage_in_bytes" if version == 1 else "memory.current"
     )

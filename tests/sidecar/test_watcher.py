@@ -42,9 +42,11 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) ->
         time.sleep(0.01)
 
 
-def pod_tree(root: Path, usage: int = 800 * MiB, limit: str = str(1024 * MiB)) -> Path:
+def pod_tree(
+    root: Path, usage: int = 800 * MiB, limit: str = str(1024 * MiB), inactive_file: int = 0
+) -> Path:
     proc = root / "proc"
-    files = v2_memory_files("/sys/fs/cgroup", usage, limit)
+    files = v2_memory_files("/sys/fs/cgroup", usage, limit, inactive_file)
     write_process(
         proc,
         FakeProcess(
@@ -120,19 +122,7 @@ def test_memory_stat_is_read_only_at_the_threshold_or_after_an_event(
 ) -> None:
     """Below the threshold raw usage decides alone (the working set cannot exceed it);
     at or over it, or when the process's event fired, the working set is read and decides."""
-    proc = tmp_path / "proc"
-    files = v2_memory_files("/sys/fs/cgroup", 800 * MiB, str(1024 * MiB), 200 * MiB)
-    write_process(
-        proc,
-        FakeProcess(
-            APP.pid,
-            "app",
-            starttime=APP.starttime,
-            cgroup=V2_NS_CGROUP_FILE,
-            mountinfo=V2_NS_MOUNTINFO,
-            files=files,
-        ),
-    )
+    proc = pod_tree(tmp_path, inactive_file=200 * MiB)
     watcher = watcher_for(tmp_path, proc, go_pprof_port)
     watcher.refresh()
     watched = watcher.watched[APP]
