@@ -9,15 +9,14 @@ end is cheap, and it only lasts while a process is close to its threshold.
 """
 
 from collections.abc import Hashable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 GiB = 1024**3
 DEFAULT_MIN_INTERVAL = 0.005
 DEFAULT_PLANNED_RATE = 1.5 * GiB  # bytes per second
 
 
-@dataclass(frozen=True)
-class Sample:
+class Sample(NamedTuple):
     usage: int
     at: float  # monotonic seconds
 
@@ -65,29 +64,21 @@ class AdaptivePlanner:
         self.planned_rate = planned_rate
         self._thresholds: dict[Hashable, int] = {}
         self._last: dict[Hashable, Sample] = {}
-        self._due: dict[Hashable, float] = {}
 
     def watch(self, thresholds: dict[Hashable, int]) -> None:
         """Replace the watched set: key -> threshold bytes."""
         self._thresholds = dict(thresholds)
-        for table in (self._last, self._due):
-            for key in [key for key in table if key not in thresholds]:
-                del table[key]
+        for key in [key for key in self._last if key not in thresholds]:
+            del self._last[key]
 
-    def note(self, key: Hashable, usage: int, at: float) -> None:
+    def note(self, key: Hashable, usage: int, at: float) -> float:
+        """Learn from a sample; the seconds until this watch is due again."""
         threshold = self._thresholds.get(key)
         if threshold is None:
-            return
+            return self.interval
         latest = Sample(usage, at)
         rate = growth_rate(self._last.get(key), latest)
         self._last[key] = latest
-        wait = plan_interval(
+        return plan_interval(
             usage, threshold, rate, self.interval, self.min_interval, self.planned_rate
         )
-        self._due[key] = at + wait
-
-    def timeout(self, now: float) -> float:
-        """Seconds until the first watch is due (the plain interval when none is known)."""
-        if not self._due:
-            return self.interval
-        return max(0.0, min(self.interval, min(self._due.values()) - now))

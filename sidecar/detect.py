@@ -1,7 +1,8 @@
 """How the watch loop learns that it should look again.
 
-The loop samples every watched cgroup, captures what is over its threshold, then calls
-`detector.wait()`. A detector decides how long that wait is and may end it early:
+The loop samples the watched cgroups the detector says are due, captures what is over its
+threshold, then calls `detector.wait()`. A detector decides how long that wait is and may
+end it early:
 `PollDetector` waits a fixed interval (the fallback, and what the original tools did);
 event-driven detectors (cgroup v1 eventfd thresholds, an adaptive poll for cgroup v2)
 live beside it and share this interface.
@@ -31,8 +32,14 @@ class Detector(Protocol):
     def watch(self, watches: Sequence[Watch]) -> None:
         """Replace the watched set (called when the process table changes)."""
 
-    def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
-        """A sample the loop just took (monotonic seconds); adaptive detectors learn from it."""
+    def due(self, key: Hashable, now: float) -> bool:
+        """Whether the loop samples this watch on this pass (one whose event fired always is)."""
+
+    def note(
+        self, key: Hashable, usage_bytes: int, at: float, raw_usage_bytes: int | None = None
+    ) -> None:
+        """A sample the loop just took (monotonic seconds): the loop's metric, and raw usage
+        (page cache included) when known; detectors plan the next sample from it."""
 
     def wait(self) -> frozenset[Hashable]:
         """Block until it is time to sample again; return the keys whose event fired."""
@@ -55,7 +62,12 @@ class PollDetector:
     def watch(self, watches: Sequence[Watch]) -> None:
         pass
 
-    def note(self, key: Hashable, usage_bytes: int, at: float) -> None:
+    def due(self, key: Hashable, now: float) -> bool:
+        return True
+
+    def note(
+        self, key: Hashable, usage_bytes: int, at: float, raw_usage_bytes: int | None = None
+    ) -> None:
         pass
 
     def wait(self) -> frozenset[Hashable]:

@@ -217,6 +217,9 @@ class ThresholdSet:
     def armed(self) -> frozenset[Hashable]:
         return frozenset(self._by_key)
 
+    def is_armed(self, key: Hashable) -> bool:
+        return key in self._by_key
+
     def close(self) -> None:
         for key in list(self._by_key):
             self._disarm(key)

@@ -54,11 +54,15 @@ def parse_tcp_table(text: str) -> list[Listener]:
 
 def socket_inodes(proc_root: Path, pid: int) -> set[int]:
     """Inodes of the sockets open in `pid` (fds vanish while we read: they are skipped)."""
-    fd_dir = f"{proc_root}/{pid}/fd/"
+    fd_dir = f"{proc_root}/{pid}/fd"
+    return _socket_inodes(fd_dir, os.listdir(fd_dir))
+
+
+def _socket_inodes(fd_dir: str, names: list[str]) -> set[int]:
     inodes: set[int] = set()
-    for name in os.listdir(fd_dir):
+    for name in names:
         try:
-            target = os.readlink(fd_dir + name)
+            target = os.readlink(f"{fd_dir}/{name}")
         except OSError:
             continue
         if target.startswith("socket:["):
@@ -124,11 +128,20 @@ def read_tcp_tables(proc_root: Path, pid: int) -> list[Listener]:
     return listeners
 
 
+# A settled process whose fd count did not change is not listed again, except at least
+# once every FULL_LOOK_EVERY looks (a socket swapped for another keeps the count).
+FULL_LOOK_EVERY = 15
+
+
 @dataclass
 class _Known:
     inodes: frozenset[int]
     found: list[Endpoint]
     settled: bool  # the inode set was already the same at the previous look
+    # The number of open fds when /proc/<pid>/fd reports it as its size (Linux >= 6.2;
+    # checked against the listing), else None and the fds are listed at every look.
+    fd_count: int | None
+    looks_since_listed: int = 0
 
 
 class PortFinder:
@@ -138,7 +151,9 @@ class PortFinder:
     namespace (milliseconds on a busy node), so the tables are read only when the socket
     inodes in /proc/<pid>/fd changed, and then at most once per network namespace per
     refresh (`begin` starts one). A socket is created before it listens, so a changed inode
-    set is trusted only after one more look at the tables (the next refresh).
+    set is trusted only after one more look at the tables (the next refresh). Listing the
+    fds costs ~60 µs a process, so a settled process is listed again only when its fd count
+    changed (see FULL_LOOK_EVERY).
     """
 
     def __init__(
@@ -155,13 +170,26 @@ class PortFinder:
 
     def find(self, key: Hashable, pid: int) -> list[Endpoint]:
         """The process's listening endpoints; OSError when it vanished or is unreadable."""
-        inodes = frozenset(socket_inodes(self._proc_root, pid))
+        fd_dir = f"{self._proc_root}/{pid}/fd"
+        size = os.stat(fd_dir).st_size
         known = self._known.get(key)
+        if (
+            known is not None
+            and known.settled
+            and known.fd_count == size
+            and known.looks_since_listed < FULL_LOOK_EVERY
+        ):
+            known.looks_since_listed += 1
+            return known.found
+        names = os.listdir(fd_dir)
+        inodes = frozenset(_socket_inodes(fd_dir, names))
+        fd_count = size if size == len(names) else None
         if known is not None and known.inodes == inodes and known.settled:
+            known.fd_count, known.looks_since_listed = fd_count, 0
             return known.found
         found = endpoints(self._tables_of(pid), set(inodes)) if inodes else []
         stable = known is not None and known.inodes == inodes
-        self._known[key] = _Known(inodes, found, settled=stable or not inodes)
+        self._known[key] = _Known(inodes, found, settled=stable or not inodes, fd_count=fd_count)
         return found
 
     def forget(self, keys: Iterable[Hashable]) -> None:

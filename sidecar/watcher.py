@@ -1,7 +1,7 @@
 """The watch loop: one pass reads top to bottom.
 
     take the latest process table from the refresher, if it changed
-    sample the processes whose event fired first, then every other watched cgroup (cheap)
+    sample the processes whose event fired first, then the others the detector says are due
     capture each process at or over CRITICAL% whose cooldown has passed (on a thread)
     wait for the detector (a poll interval, or an event)
 
@@ -119,8 +119,10 @@ class Watcher:
                     self.detector.watch(pending)
                 if fired:  # the processes that just fired first: they are racing a kill
                     table.sort(key=lambda watched: watched.process.key not in fired)
+                now = time.monotonic()
                 for watched in table:
-                    self.check(watched, fired)
+                    if watched.process.key in fired or self.detector.due(watched.process.key, now):
+                        self.check(watched, fired)
                 fired = self.detector.wait()
         finally:
             self._refresh_wanted.set()
@@ -145,7 +147,7 @@ class Watcher:
         """Sample one process's cgroup and start a capture when it is due."""
         now = time.monotonic()
         limit = watched.limit_bytes
-        threshold = None if limit is None else threshold_bytes(limit, self.config.critical_percent)
+        threshold = None if limit is None else watched.threshold_bytes
         # Below the threshold the sampler skips memory.stat and reports raw usage, an upper
         # bound of the working set: enough to decide "not over", and for the adaptive poll
         # (it only polls sooner). After an event the real metric is read: the detector's
@@ -157,7 +159,7 @@ class Watcher:
             if not procs.is_alive(self.config.proc_root, watched.process.key):
                 self._refresh_wanted.set()  # it exited: drop it now
             return
-        self.detector.note(watched.process.key, sample.usage_bytes, now)
+        self.detector.note(watched.process.key, sample.usage_bytes, now, sample.raw_usage_bytes)
         if threshold is None:
             return
         if sample.usage_bytes < threshold or watched.capturing or now < watched.retry_after:

@@ -131,3 +131,22 @@ def test_auto_routes_each_watch_to_what_its_cgroup_offers(tmp_path: Path) -> Non
         assert detector.mode == "adaptive+poll"
     finally:
         detector.close()
+
+
+def test_only_the_watch_near_its_threshold_is_sampled_at_the_tight_pace(tmp_path: Path) -> None:
+    """The poll tightens for the watch that nears its threshold, not for every watch."""
+    detector = make_detector("adaptive", 0.1)
+    try:
+        near = v2_group(tmp_path, "near", 178 * MiB)
+        far = v2_group(tmp_path, "far", 10 * MiB)
+        detector.watch([Watch("near", near, 2, 179 * MiB), Watch("far", far, 2, 179 * MiB)])
+        now = 1000.0
+        assert detector.due("near", now) and detector.due("far", now)
+        detector.note("near", 178 * MiB, now)
+        detector.note("far", 10 * MiB, now)
+        soon = now + 0.005
+        assert detector.due("near", soon)
+        assert not detector.due("far", soon)
+        assert detector.due("far", now + 0.1)
+    finally:
+        detector.close()

@@ -11,7 +11,7 @@ import pytest
 
 from sidecar.detect import Watch, make_detector
 from sidecar.events_v1 import ThresholdError, arm, events_unavailable
-from sidecar.fastdetect import GAP_HOLD, GAP_POLL, FastDetector
+from sidecar.fastdetect import GAP_HOLD, GAP_POLL, NEAR, QUIET_INTERVAL, FastDetector
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
 
 from .conftest import start_leaker, wait_for
@@ -220,3 +220,64 @@ def test_page_cache_gap_is_sampled_closely_until_the_metric_crosses(tmp_path: Pa
             assert detector.timeout() == pytest.approx(5.0)
         finally:
             detector.close()
+
+
+def test_events_watch_far_below_is_sampled_only_as_a_safety_net() -> None:
+    """Far below its threshold an armed watch waits for the kernel: the loop samples it every
+    QUIET_INTERVAL, not every interval; near the threshold, or over it in raw usage while
+    the working set is below (page cache), it is sampled every interval again."""
+    require_cgroup_v1()
+    threshold = 64 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=0.1)
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            now = time.monotonic()
+            assert detector.due("app", now)  # a new watch is sampled at once
+            detector.note("app", MiB, now, raw_usage_bytes=MiB)
+            assert not detector.due("app", now + 0.1)
+            assert not detector.due("app", now + QUIET_INTERVAL - 0.01)
+            assert detector.timeout() > 0.1  # nothing else due: the loop sleeps longer
+            now += QUIET_INTERVAL
+            assert detector.due("app", now)
+            near = threshold - MiB
+            assert near >= threshold * NEAR
+            detector.note("app", near, now, raw_usage_bytes=near)
+            assert detector.due("app", now + 0.1)
+            now += 0.1
+            detector.note("app", MiB, now, raw_usage_bytes=threshold + MiB)  # page cache
+            assert detector.due("app", now + 0.1)
+        finally:
+            detector.close()
+
+
+def test_new_threshold_is_sampled_at_the_next_pass() -> None:
+    require_cgroup_v1()
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=0.1)
+        try:
+            detector.watch([Watch("app", group.path, 1, 64 * MiB)])
+            assert detector.due("app", 1000.0)
+            detector.note("app", MiB, 1000.0, raw_usage_bytes=MiB)
+            assert not detector.due("app", 1000.1)
+            detector.watch([Watch("app", group.path, 1, 2 * MiB)])  # the limit was lowered
+            assert detector.due("app", 1000.1)
+        finally:
+            detector.close()
+
+
+def test_stale_threshold_is_polled_every_interval(group_path: Path) -> None:
+    """While a removed group's threshold waits to be re-armed, nothing would wake the loop:
+    the watch is sampled every interval, however far below it is."""
+    group_path.mkdir()
+    (group_path / "memory.limit_in_bytes").write_text(str(128 * MiB))
+    detector = FastDetector("events", interval=0.1)
+    try:
+        detector.watch([Watch("app", group_path, 1, 48 * MiB)])
+        group_path.rmdir()
+        wait_for_key(detector, "app", deadline=10)
+        assert detector._thresholds.stale == {"app"}
+        detector.note("app", MiB, 1000.0, raw_usage_bytes=MiB)
+        assert detector.due("app", 1000.1)
+    finally:
+        detector.close()

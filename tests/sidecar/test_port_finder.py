@@ -131,3 +131,66 @@ def test_vanished_process_raises() -> None:
     finder.begin()
     with pytest.raises(OSError):
         finder.find("gone", 2**22 + 1)
+
+
+CHILD_LISTENER = """
+import socket, sys
+opened = []
+for command in sys.stdin:
+    if command.strip() == "close":
+        opened.pop().close()
+    else:
+        opened.append(socket.create_server(("127.0.0.1", 0)))
+        print(opened[-1].getsockname()[1], flush=True)
+"""
+
+
+@pytest.fixture
+def child_listener() -> Iterator[subprocess.Popen[str]]:
+    """A process that opens a listener on `listen` (printing its port) and closes the last
+    one on `close`; its fds change only when told (unlike this test's own: listing a
+    directory opens one more)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD_LISTENER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield child
+    finally:
+        child.kill()
+        child.wait()
+
+
+def tell(child: subprocess.Popen[str], command: str) -> int | None:
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(command + "\n")
+    child.stdin.flush()
+    return int(child.stdout.readline()) if command == "listen" else None
+
+
+def test_settled_process_is_listed_again_only_when_its_fd_count_changes(
+    child_listener: subprocess.Popen[str],
+) -> None:
+    """Where /proc reports the fd count as the fd directory's size (Linux >= 6.2), a settled
+    process is not listed while the count holds: a listener swapped for another in the same
+    fd slot is found at the latest FULL_LOOK_EVERY looks later, one more fd at once."""
+    pid = child_listener.pid
+    first = tell(child_listener, "listen")
+    fd_dir = f"/proc/{pid}/fd"
+    if os.stat(fd_dir).st_size != len(os.listdir(fd_dir)):
+        pytest.skip("this kernel does not report fd counts in /proc/<pid>/fd's size")
+    finder = ports.PortFinder(PROC, CountingReader())
+    for _ in range(3):
+        refresh(finder, "child", pid)
+    tell(child_listener, "close")
+    second = tell(child_listener, "listen")  # the lowest free fd: the one just closed
+    looks = 1
+    while second not in (found := refresh(finder, "child", pid)):
+        assert first in found  # what was known until the next listing
+        looks += 1
+        assert looks <= ports.FULL_LOOK_EVERY + 1, "the swap was never found"
+    assert looks > 1, "the unchanged fd count should have spared the listing"
+    third = tell(child_listener, "listen")  # one more fd: listed at the next look
+    assert third in refresh(finder, "child", pid)
