@@ -19,7 +19,7 @@ EXIT_CONFIG = 2
 def main() -> int:
     try:
         config = load_config()
-        detector = detect.make_detector(config.detect_mode, config.watch_time)
+        detector = detect.make_detector(config.detect_mode, config.watch_time, config.memory_metric)
         brake = detect.make_brake(config.emergency_brake)
     except (ConfigError, ValueError) as error:
         log.error("config-invalid", detail=str(error))

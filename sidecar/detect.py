@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
+from sidecar.config import MemoryMetric
+
 
 @dataclass(frozen=True)
 class Watch:
@@ -97,7 +99,7 @@ class NoBrake:
 DETECT_MODES = ("auto", "events", "adaptive", "poll")
 
 
-def make_detector(mode: str, interval: float) -> Detector:
+def make_detector(mode: str, interval: float, metric: MemoryMetric = "working_set") -> Detector:
     """The detector for `DETECT_MODE`: `poll` (fixed interval), `events` (cgroup v1 eventfd
     thresholds), `adaptive` (a poll that tightens near the threshold, plus cgroup v2
     memory.events), or `auto` (events on v1 when cgroup.event_control is writable,
@@ -107,7 +109,7 @@ def make_detector(mode: str, interval: float) -> Detector:
     if mode in ("events", "adaptive", "auto"):
         from sidecar.fastdetect import FastDetector  # imports this module
 
-        return FastDetector(mode, interval)
+        return FastDetector(mode, interval, metric)
     raise ValueError(f"DETECT_MODE={mode!r} is not one of {', '.join(DETECT_MODES)}")
 
 

@@ -31,6 +31,7 @@ from typing import Literal
 
 from sidecar import log
 from sidecar.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
+from sidecar.config import MemoryMetric
 from sidecar.detect import Watch
 from sidecar.events_v1 import ThresholdSet
 from sidecar.inotify import Inotify
@@ -58,6 +59,7 @@ class FastDetector:
         self,
         mode: FastMode,
         interval: float,
+        metric: MemoryMetric = "working_set",
         min_interval: float = DEFAULT_MIN_INTERVAL,
         planned_rate: float = DEFAULT_PLANNED_RATE,
     ) -> None:
@@ -70,7 +72,7 @@ class FastDetector:
         self._interval = interval
         self._quiet = max(interval, QUIET_INTERVAL)
         self._next: dict[Hashable, float] = {}  # when each watch is due to be sampled
-        self._thresholds = ThresholdSet()
+        self._thresholds = ThresholdSet(prearm_gap=metric == "working_set")
         self._planner = AdaptivePlanner(interval, min(min_interval, interval), planned_rate)
         self._inotify = Inotify()
         self._inotify_keys: dict[int, Hashable] = {}

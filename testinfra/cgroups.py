@@ -75,6 +75,27 @@ class MemoryCgroup:
     def usage_bytes(self) -> int:
         return int(self._read("memory.usage_in_bytes"))
 
+    def stat(self, field: str) -> int:
+        """One field of memory.stat (e.g. total_inactive_file); 0 when absent."""
+        for line in self._read("memory.stat").splitlines():
+            key, _, value = line.partition(" ")
+            if key == field:
+                return int(value)
+        return 0
+
+    def charge_page_cache(self, folder: Path, mib: int) -> Path:
+        """Write `mib` MiB to a new file in `folder` from inside the group, so its page cache
+        is charged here (inactive_file, part of usage, not of the working set). Removing
+        the file drops it."""
+        path = folder / f"oomdump-page-cache-{secrets.token_hex(4)}"
+        writer = self.spawn(
+            ["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={mib}", "status=none"]
+        )
+        if writer.wait(60) != 0:
+            path.unlink(missing_ok=True)
+            raise RuntimeError(f"dd could not write {mib} MiB of page cache to {path}")
+        return path
+
     def max_usage_bytes(self) -> int:
         return int(self._read("memory.max_usage_in_bytes"))
 

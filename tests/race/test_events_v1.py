@@ -281,3 +281,35 @@ def test_stale_threshold_is_polled_every_interval(group_path: Path) -> None:
         assert detector.due("app", 1000.1)
     finally:
         detector.close()
+
+
+def test_second_threshold_armed_with_the_page_cache_gap_fires_on_the_working_set(
+    leaker: Path, tmp_path: Path
+) -> None:
+    """With page cache in the group, raw usage crosses the threshold before the working set
+    does. The second threshold, armed with the watch and higher by the gap, wakes the
+    loop when the working set is over too (not a poll later)."""
+    require_cgroup_v1()
+    threshold = 96 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        cache = group.charge_page_cache(tmp_path, 32)
+        detector = FastDetector("events", interval=30.0)  # only events wake it in time
+        try:
+            gap = group.stat("total_inactive_file")
+            assert gap >= 16 * MiB, f"the file's pages should be inactive_file, got {gap}"
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            second = detector._thresholds._corrections["app"].watch.threshold_bytes
+            assert second - threshold == pytest.approx(gap, abs=MiB)
+
+            app = start_leaker(group, leaker, "gradual", "-rate", "128")
+            os.kill(app.pid, signal.SIGUSR1)
+            wait_for_key(detector, "app", deadline=30)  # raw usage crossed: 250 ms early
+            working_set = group.usage_bytes() - group.stat("total_inactive_file")
+            assert working_set < threshold
+            wait_for_key(detector, "app", deadline=30)
+            working_set = group.usage_bytes() - group.stat("total_inactive_file")
+            # The kernel checks thresholds every 128 page events per CPU: within 1 MiB here.
+            assert working_set >= threshold - MiB
+        finally:
+            detector.close()
+            cache.unlink()
