@@ -283,11 +283,22 @@ class Run:
 
 
 def one_run(
-    leaker: Path, shape: str, mode: str, watcher: Watcher, dump_dir: Path, view: PodView
+    leaker: Path,
+    shape: str,
+    mode: str,
+    watcher: Watcher,
+    dump_dir: Path,
+    view: PodView,
+    page_cache_mib: int = 0,
 ) -> Run:
     run = Run(shape, mode, metric=metric_of(mode))
     log_from = len(watcher.log.lines)
-    with memory_cgroup(LIMIT, prefix="oomdump-bench") as group:
+    with (
+        memory_cgroup(LIMIT, prefix="oomdump-bench") as group,
+        tempfile.TemporaryDirectory(prefix="oomdump-bench-cache-", dir="/var/tmp") as cache,
+    ):
+        if page_cache_mib:  # as a real service's files: usage crosses before the working set
+            group.charge_page_cache(Path(cache), page_cache_mib)
         app = group.spawn(
             [str(leaker), *SHAPES[shape]], stdout=subprocess.PIPE, text=True, bufsize=1
         )
@@ -502,6 +513,12 @@ def main() -> int:
         default="pod",
         help="pod: the watcher's PROC_ROOT shows only the leakers (as in a pod); host: /proc",
     )
+    parser.add_argument(
+        "--page-cache-mib",
+        type=int,
+        default=0,
+        help="charge this much page cache to each leaker's group first (a file written there)",
+    )
     parser.add_argument("--out", default="/tmp/oomdump-bench-capture.json", help="raw results")
     args = parser.parse_args()
     reason = cgroup_v1_unavailable()
@@ -526,7 +543,9 @@ def main() -> int:
         try:
             for shape in shapes:
                 for _ in range(args.runs):
-                    runs.append(one_run(leaker, shape, mode, watcher, dump_dir, view))
+                    runs.append(
+                        one_run(leaker, shape, mode, watcher, dump_dir, view, args.page_cache_mib)
+                    )
                 rows.append(summarize(runs, shape, mode))
                 print(f"# {mode} {shape} done at {time.monotonic() - began:.0f}s", flush=True)
         finally:
@@ -541,7 +560,8 @@ def main() -> int:
     if args.overhead_seconds > 0 and "events" in args.overhead_modes.split(","):
         costs.append(overhead(leaker, "events", args.overhead_seconds, 20, pod_view=False))
     print(
-        f"\ncapture under a {LIMIT // MiB} MiB limit, CRITICAL={CRITICAL}%, {args.view} view "
+        f"\ncapture under a {LIMIT // MiB} MiB limit, CRITICAL={CRITICAL}%, {args.view} view, "
+        f"{args.page_cache_mib} MiB page cache "
         f"({args.runs} runs per row, {time.monotonic() - began:.0f}s):\n"
     )
     print_table(
