@@ -15,6 +15,9 @@ system-wide) and to the request's arrival as the leaker stamps it; the time on d
 the profile file's mtime; completeness is the profile's in-use bytes over the cgroup usage
 the watcher sampled. Then the watcher's
 overhead: CPU and RSS while it watches 20 idle leakers at WATCH_TIME=100ms.
+
+`--page-cache-mib N` first writes an N MiB file from inside each leaker's group, so the
+group holds page cache as a real service does and raw usage crosses before the working set.
 """
 
 import argparse
