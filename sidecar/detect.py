@@ -31,6 +31,10 @@ class Watch:
 class Detector(Protocol):
     mode: str  # named in logs and metrics: "poll", "events", "adaptive", ...
 
+    def prepare(self, watches: Sequence[Watch]) -> None:
+        """Do the slow part of `watch(watches)` ahead, on the calling thread (the one that
+        publishes the process table), so `watch` on the loop's thread is quick."""
+
     def watch(self, watches: Sequence[Watch]) -> None:
         """Replace the watched set (called when the process table changes)."""
 
@@ -60,6 +64,9 @@ class PollDetector:
         self.mode = "poll"
         self._interval = interval
         self._woken = threading.Event()
+
+    def prepare(self, watches: Sequence[Watch]) -> None:
+        pass
 
     def watch(self, watches: Sequence[Watch]) -> None:
         pass

@@ -17,6 +17,7 @@ for longer (the gap grew), `ThresholdSet.correct` re-arms it from the gap of the
 """
 
 import os
+import threading
 from collections.abc import Hashable
 from contextlib import suppress
 from dataclasses import dataclass, replace
@@ -108,8 +109,26 @@ def drain(eventfd: int) -> bool:
     return True
 
 
+@dataclass
+class Armed:
+    """A watch's threshold and, for the working set, the one higher by the page-cache gap."""
+
+    registration: Registration
+    correction: Registration | None
+
+    def close(self) -> None:
+        self.registration.close()
+        if self.correction is not None:
+            self.correction.close()
+
+
 class ThresholdSet:
-    """The armed thresholds of every v1 watch, kept in step with the watched set."""
+    """The armed thresholds of every v1 watch, kept in step with the watched set.
+
+    Arming waits for an RCU grace period in the kernel (8-16 ms measured,
+    bench/capture/arm_cost.py), so the thread that publishes a new watched set calls
+    `prepare` first and the loop's `sync` only installs what is ready. Everything but
+    `prepare` belongs to the loop's thread."""
 
     def __init__(self, prearm_gap: bool = False) -> None:
         """`prearm_gap`: the loop compares the working set, so arm the second threshold
@@ -119,40 +138,78 @@ class ThresholdSet:
         self._by_fd: dict[int, Registration] = {}
         self._stale: dict[Hashable, Watch] = {}
         self._corrections: dict[Hashable, Registration] = {}  # see correct()
+        self._prepared: dict[Hashable, Armed] = {}  # armed by `prepare`, not installed yet
+        self._prepared_lock = threading.Lock()
+
+    def prepare(self, watches: list[Watch]) -> None:
+        """Arm now, on the caller's thread, what `sync` would arm for `watches`."""
+        for watch in watches:
+            current = self._by_key.get(watch.key)
+            if current is not None and current.watch == watch:
+                continue
+            with self._prepared_lock:
+                ready = self._prepared.get(watch.key)
+            if ready is not None and ready.registration.watch == watch:
+                continue
+            try:
+                armed = self._arm(watch)
+            except ThresholdError:
+                continue  # `sync` tries again and says why
+            with self._prepared_lock:
+                replaced = self._prepared.pop(watch.key, None)
+                self._prepared[watch.key] = armed
+            if replaced is not None:
+                replaced.close()
 
     def sync(self, watches: list[Watch]) -> dict[Hashable, str]:
-        """Arm what is new or changed, disarm what left; return the keys that could not be
-        armed, with the reason (the caller polls those instead)."""
+        """Arm what is new or changed (taking what `prepare` armed), disarm what left;
+        return the keys that could not be armed, with the reason (the caller polls those
+        instead)."""
         wanted = {watch.key: watch for watch in watches}
+        with self._prepared_lock:
+            prepared, self._prepared = self._prepared, {}
         for key in [key for key in self._by_key if key not in wanted]:
             self._disarm(key)
         self._stale = {key: watch for key, watch in self._stale.items() if key in wanted}
         failed: dict[Hashable, str] = {}
         for key, watch in wanted.items():
+            ready = prepared.pop(key, None)
             current = self._by_key.get(key)
             if current is not None and current.watch == watch and current.still_current():
+                if ready is not None:
+                    ready.close()
                 continue
             if current is not None:
                 self._disarm(key)
-            try:
-                self._add_armed(watch)
-            except ThresholdError as error:
-                failed[key] = str(error)
+            if ready is None or ready.registration.watch != watch:
+                if ready is not None:
+                    ready.close()
+                try:
+                    ready = self._arm(watch)
+                except ThresholdError as error:
+                    failed[key] = str(error)
+                    continue
+            self._install(ready)
+        for unused in prepared.values():
+            unused.close()
         return failed
 
-    def _add_armed(self, watch: Watch) -> None:
+    def _arm(self, watch: Watch) -> Armed:
         """Arm `watch` (ThresholdError says why not) and, for the working set, its second
-        threshold higher by the page-cache gap of now."""
+        threshold higher by the page-cache gap of now. Touches no table: any thread."""
         registration = arm(watch)
-        self._add(registration)
         if not self._prearm_gap:
-            return
+            return Armed(registration, None)
         try:
             now = cgroup.sample(cgroup.MemoryCgroup(1, "", watch.cgroup_dir), "working_set")
         except (OSError, ValueError):
-            return  # the loop's gap poll and `correct` still cover it
-        if now.inactive_file_bytes:
-            self._arm_correction(registration, now.inactive_file_bytes)
+            return Armed(registration, None)  # the loop's gap poll and `correct` cover it
+        return Armed(registration, _arm_above(registration, now.inactive_file_bytes or 0))
+
+    def _install(self, armed: Armed) -> None:
+        self._add(armed.registration)
+        if armed.correction is not None:
+            self._set_correction(armed.correction)
 
     def _add(self, registration: Registration) -> None:
         self._by_key[registration.watch.key] = registration
@@ -177,32 +234,18 @@ class ThresholdSet:
             usage = int(os.pread(registration.usage_fd, 32, 0))
         except (OSError, ValueError):
             return
-        self._arm_correction(registration, usage - metric_bytes)
+        correction = _arm_above(registration, usage - metric_bytes)
+        if correction is not None:
+            self._set_correction(correction)
 
-    def _arm_correction(self, registration: Registration, gap: int) -> None:
-        if gap <= 0:
-            return
-        key = registration.watch.key
-        watch = registration.watch
-        corrected = replace(watch, threshold_bytes=watch.threshold_bytes + gap)
+    def _set_correction(self, correction: Registration) -> None:
+        key = correction.watch.key
         old = self._corrections.pop(key, None)
         if old is not None:
             self._by_fd.pop(old.eventfd, None)
             old.close()
-        try:
-            extra = arm(corrected)
-        except ThresholdError:
-            return
-        self._corrections[key] = extra
-        self._by_fd[extra.eventfd] = extra
-        # The kernel signals crossings relative to usage when armed: if usage has already
-        # passed the corrected threshold meanwhile, it would wait for a downward crossing.
-        try:
-            already_over = int(os.pread(extra.usage_fd, 32, 0)) >= corrected.threshold_bytes
-        except (OSError, ValueError):
-            already_over = False
-        if already_over:
-            os.eventfd_write(extra.eventfd, 1)
+        self._corrections[key] = correction
+        self._by_fd[correction.eventfd] = correction
 
     def fds(self) -> list[int]:
         return list(self._by_fd)
@@ -228,7 +271,7 @@ class ThresholdSet:
         """Try again to arm the thresholds of groups that were removed or replaced."""
         for watch in list(self._stale.values()):
             try:
-                self._add_armed(watch)
+                self._install(self._arm(watch))
                 log.info("threshold-rearmed", cgroup=watch.cgroup_dir)
             except ThresholdError:
                 pass
@@ -247,3 +290,29 @@ class ThresholdSet:
         for key in list(self._by_key):
             self._disarm(key)
         self._stale.clear()
+        with self._prepared_lock:
+            prepared, self._prepared = self._prepared, {}
+        for armed in prepared.values():
+            armed.close()
+
+
+def _arm_above(registration: Registration, gap: int) -> Registration | None:
+    """Arm one more threshold on the registration's group, higher by `gap`; None when the
+    gap is not positive or arming failed (the loop's gap poll covers it)."""
+    if gap <= 0:
+        return None
+    watch = registration.watch
+    corrected = replace(watch, threshold_bytes=watch.threshold_bytes + gap)
+    try:
+        extra = arm(corrected)
+    except ThresholdError:
+        return None
+    # The kernel signals crossings relative to usage when armed: if usage has already
+    # passed the corrected threshold meanwhile, it would wait for a downward crossing.
+    try:
+        already_over = int(os.pread(extra.usage_fd, 32, 0)) >= corrected.threshold_bytes
+    except (OSError, ValueError):
+        already_over = False
+    if already_over:
+        os.eventfd_write(extra.eventfd, 1)
+    return extra

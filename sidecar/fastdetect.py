@@ -98,6 +98,11 @@ class FastDetector:
             return "adaptive"
         return "poll"
 
+    def prepare(self, watches: Sequence[Watch]) -> None:
+        """Arm the thresholds `watch` will want now, on the caller's thread: arming waits
+        for the kernel (an RCU grace period, 8-16 ms) and the loop must not."""
+        self._thresholds.prepare([w for w in watches if self._preferred(w) == "events"])
+
     def watch(self, watches: Sequence[Watch]) -> None:
         routes: dict[Hashable, Route] = {w.key: self._preferred(w) for w in watches}
         failed = self._thresholds.sync([w for w in watches if routes[w.key] == "events"])

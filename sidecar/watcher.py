@@ -233,6 +233,7 @@ class Watcher:
         if not self._loop_running:
             self.detector.watch(watches)
             return
+        self.detector.prepare(watches)  # arming thresholds waits for the kernel: not the loop
         with self._table_lock:
             self._pending_watches = watches
         self.detector.wake()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sidecar import events_v1
 from sidecar.detect import Watch, make_detector
 from sidecar.events_v1 import ThresholdError, arm, events_unavailable
 from sidecar.fastdetect import GAP_HOLD, GAP_POLL, NEAR, QUIET_INTERVAL, FastDetector
@@ -313,3 +314,51 @@ def test_second_threshold_armed_with_the_page_cache_gap_fires_on_the_working_set
         finally:
             detector.close()
             cache.unlink()
+
+
+def test_prepared_thresholds_are_installed_without_arming_on_the_loop(
+    leaker: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The refresh thread arms (`prepare`, an RCU grace period each); the loop's `watch`
+    only installs: arming there would fail here. The installed eventfd fires on a real
+    crossing."""
+    require_cgroup_v1()
+    threshold = 64 * MiB
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=30.0)
+        try:
+            watch = Watch("app", group.path, 1, threshold)
+            detector.prepare([watch])
+
+            def no_arming_on_the_loop(watch: Watch) -> None:
+                raise AssertionError(f"armed {watch} on the loop's thread")
+
+            monkeypatch.setattr(events_v1, "arm", no_arming_on_the_loop)
+            detector.watch([watch])
+            assert detector.routes() == {"app": "events"}
+            app = start_leaker(group, leaker, "gradual", "-rate", "128")
+            os.kill(app.pid, signal.SIGUSR1)
+            wait_for_key(detector, "app", deadline=30)
+            assert group.usage_bytes() >= threshold
+        finally:
+            detector.close()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_prepared_threshold_for_a_superseded_watch_is_closed() -> None:
+    require_cgroup_v1()
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=30.0)
+        try:
+            before = open_fds()
+            detector.prepare([Watch("app", group.path, 1, 64 * MiB)])
+            prepared = open_fds() - before  # its eventfd and usage file (no page cache here)
+            assert prepared == 2
+            detector.watch([Watch("app", group.path, 1, 32 * MiB)])  # the limit changed since
+            assert detector._thresholds._by_key["app"].watch.threshold_bytes == 32 * MiB
+            assert open_fds() - before == prepared  # the prepared pair closed, not leaked
+        finally:
+            detector.close()
