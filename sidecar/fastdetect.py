@@ -39,11 +39,12 @@ from sidecar.inotify import Inotify
 Route = Literal["events", "adaptive", "poll"]
 FastMode = Literal["events", "adaptive", "auto"]
 MEMORY_EVENTS = "memory.events"
-# After usage crossed but the working set did not (page cache), that watch is sampled every
-# GAP_POLL for at most GAP_HOLD; only a gap that lasts longer gets a re-armed threshold,
-# because registering one blocks the loop for an RCU grace period (milliseconds, measured
-# as the slow tail of the bench when it was done at once).
-GAP_POLL = 0.002
+# After usage crossed but the working set did not (page cache that came after the watch was
+# armed, or usage dipping right back as the Go runtime returns pages), that watch is sampled
+# every GAP_POLL (poll()'s granularity) for at most GAP_HOLD; only a gap that lasts longer
+# gets a re-armed threshold, because registering one blocks the loop for an RCU grace
+# period (8-16 ms; the slow tail of the bench when it was done at once).
+GAP_POLL = 0.001
 GAP_HOLD = 1.0
 NEAR = 0.9  # an events watch whose raw usage is at 90% of its threshold or more is "near"
 # How often an events watch far below its threshold is sampled (at least the interval): a
