@@ -5,7 +5,8 @@
 For each detection mode one real watcher runs (`python -m sidecar`, PROC_ROOT=/proc,
 DUMP_DIR in a temp dir); for each leak shape, `--runs` times: a Go leaker
 (bench/capture/leaker) starts in a fresh cgroup v1 group limited to 256 MiB, the bench
-waits until the watcher has opened its connection to the leaker's pprof port, then lets
+waits until the watcher has opened its connection to the leaker's pprof port, then, at a
+random point of the next second (so that a poll meets the leak at a random phase), lets
 it leak until the kernel OOM-kills it. The true crossing of CRITICAL% by the metric the
 watcher uses (MEMORY_METRIC; see Crossing) is taken from an eventfd threshold the bench
 arms itself on raw usage, then for the working set a 1 ms poll; the detection latency two
@@ -23,6 +24,7 @@ group holds page cache as a real service does and raw usage crosses before the w
 import argparse
 import json
 import os
+import random
 import select
 import shutil
 import signal
@@ -44,6 +46,7 @@ from inuse import inuse_bytes  # noqa: E402
 from testinfra.cgroups import MemoryCgroup, MiB, cgroup_v1_unavailable, memory_cgroup  # noqa: E402
 from testinfra.gobuild import build_local  # noqa: E402
 
+PHASES = random.Random(6)  # seeded: the same start phases in every run of the bench
 LIMIT = 256 * MiB
 CRITICAL = 70
 THRESHOLD = LIMIT * CRITICAL // 100
@@ -324,6 +327,10 @@ def one_run(
                 run.notes.append("watcher never logged watching")
             crossing = Crossing(group, run.metric)
             try:
+                # The watcher connects right after its table refresh, so a leak started at
+                # once would meet a poll at the same phase every run: start it at a random
+                # point of one second (the longest poll) instead.
+                time.sleep(PHASES.uniform(0.0, 1.0))
                 os.kill(app.pid, signal.SIGUSR1)
                 try:
                     app.wait(120)
