@@ -10,7 +10,7 @@ The kernel compares `memory.usage_in_bytes`, page cache included; the watcher's 
 metric is the working set (usage - inactive_file). So each watch gets a second threshold,
 higher by the page-cache gap seen when it is armed, and the kernel wakes the watcher again
 when the working set is likely over too: without it, a leak in a group holding some page
-cache was caught by the 2 ms gap poll instead of the event (p50 0.8 -> 2.7 ms measured on
+cache was caught by the gap poll (2 ms then) instead of the event (p50 0.8 -> 2.7 ms on
 burst leaks with 448 KiB of page cache). When usage crossed but the working set did not
 for longer (the gap grew), `ThresholdSet.correct` re-arms it from the gap of then
 (measured: without that, 40% of burst leaks were missed in events mode, with it none).
