@@ -3,8 +3,9 @@
 import io
 import os
 import signal
-import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -134,8 +135,20 @@ def test_unknown_mode_is_refused_with_the_choices() -> None:
 
 
 def working_set(group: MemoryCgroup) -> int:
-    stat = dict(line.split() for line in (group.path / "memory.stat").read_text().splitlines())
-    return group.usage_bytes() - int(stat["total_inactive_file"])
+    return group.usage_bytes() - group.stat("total_inactive_file")
+
+
+@contextmanager
+def events_watch(threshold: int, interval: float) -> Iterator[tuple[FastDetector, MemoryCgroup]]:
+    """An events detector watching "app" on a fresh 256 MiB v1 group; both gone after."""
+    require_cgroup_v1()
+    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+        detector = FastDetector("events", interval=interval)
+        try:
+            detector.watch([Watch("app", group.path, 1, threshold)])
+            yield detector, group
+        finally:
+            detector.close()
 
 
 def test_page_cache_gap_is_caught_without_waiting_for_the_interval(
@@ -148,12 +161,7 @@ def test_page_cache_gap_is_caught_without_waiting_for_the_interval(
     require_cgroup_v1()
     threshold = 96 * MiB
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
-        # 48 MiB of page cache charged to the group (inactive file pages).
-        writer = group.spawn(
-            ["dd", "if=/dev/zero", f"of={tmp_path / 'cache'}", "bs=1M", "count=48"],
-            stderr=subprocess.DEVNULL,
-        )
-        assert writer.wait(30) == 0
+        group.charge_page_cache(tmp_path, 48)  # inactive file pages
         assert group.usage_bytes() - working_set(group) >= 32 * MiB
         app = start_leaker(group, leaker, "gradual", "-rate", "64")
         detector = FastDetector("events", interval=30.0)  # only events wake it in time
@@ -179,92 +187,67 @@ def test_page_cache_gap_is_caught_without_waiting_for_the_interval(
 
 
 def test_a_lasting_page_cache_gap_gets_a_higher_threshold() -> None:
-    require_cgroup_v1()
-    threshold = 64 * MiB
-    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
+    with events_watch(64 * MiB, interval=5.0) as (detector, group):
         group.spawn(["sleep", "60"])  # something charged to the group: usage > 0
         wait_for(lambda: group.usage_bytes() > 0, deadline=10, what="usage charged")
-        detector = FastDetector("events", interval=5.0)
-        try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
-            now = time.monotonic()
-            detector._just_fired = {"app"}  # as if usage's eventfd had fired
-            detector.note("app", 0, now)  # the loop's metric is below: the gap is usage
-            assert "app" not in detector._thresholds._corrections  # sampled closely first
-            detector.note("app", 0, now + GAP_HOLD)
-            assert "app" in detector._thresholds._corrections  # the gap lasted: armed
-        finally:
-            detector.close()
+        now = time.monotonic()
+        detector._just_fired = {"app"}  # as if usage's eventfd had fired
+        detector.note("app", 0, now)  # the loop's metric is below: the gap is usage
+        assert "app" not in detector._thresholds._corrections  # sampled closely first
+        detector.note("app", 0, now + GAP_HOLD)
+        assert "app" in detector._thresholds._corrections  # the gap lasted: armed
 
 
 def test_page_cache_gap_is_sampled_closely_until_the_metric_crosses(tmp_path: Path) -> None:
     """While usage is over but the working set is not, the re-armed threshold may fire late;
     the detector then also wakes every GAP_POLL, for at most GAP_HOLD."""
-    require_cgroup_v1()
     threshold = 64 * MiB
-    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
-        detector = FastDetector("events", interval=5.0)
-        try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
-            assert detector.timeout() == pytest.approx(5.0)
-            now = time.monotonic()
-            detector._just_fired = {"app"}  # as if usage's eventfd had fired
-            detector.note("app", threshold - MiB, now)  # ... and the working set is below
-            assert detector.timeout() <= GAP_POLL
-            detector.note("app", threshold - MiB // 2, now + 0.01)  # still in the gap
-            assert detector.timeout() <= GAP_POLL
-            detector.note("app", threshold, now + 0.02)  # the working set crossed
-            assert detector.timeout() == pytest.approx(5.0)
-            detector._just_fired = {"app"}
-            detector.note("app", threshold - MiB, now + 1)
-            detector.note("app", threshold - MiB, now + 1 + GAP_HOLD)  # bounded in time
-            assert detector.timeout() == pytest.approx(5.0)
-        finally:
-            detector.close()
+    with events_watch(threshold, interval=5.0) as (detector, _):
+        assert detector.timeout() == pytest.approx(5.0)
+        now = time.monotonic()
+        detector._just_fired = {"app"}  # as if usage's eventfd had fired
+        detector.note("app", threshold - MiB, now)  # ... and the working set is below
+        assert detector.timeout() <= GAP_POLL
+        detector.note("app", threshold - MiB // 2, now + 0.01)  # still in the gap
+        assert detector.timeout() <= GAP_POLL
+        detector.note("app", threshold, now + 0.02)  # the working set crossed
+        assert detector.timeout() == pytest.approx(5.0)
+        detector._just_fired = {"app"}
+        detector.note("app", threshold - MiB, now + 1)
+        detector.note("app", threshold - MiB, now + 1 + GAP_HOLD)  # bounded in time
+        assert detector.timeout() == pytest.approx(5.0)
 
 
 def test_events_watch_far_below_is_sampled_only_as_a_safety_net() -> None:
     """Far below its threshold an armed watch waits for the kernel: the loop samples it every
     QUIET_INTERVAL, not every interval; near the threshold, or over it in raw usage while
     the working set is below (page cache), it is sampled every interval again."""
-    require_cgroup_v1()
     threshold = 64 * MiB
-    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
-        detector = FastDetector("events", interval=0.1)
-        try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
-            now = time.monotonic()
-            assert detector.due("app", now)  # a new watch is sampled at once
-            detector.note("app", MiB, now, raw_usage_bytes=MiB)
-            assert not detector.due("app", now + 0.1)
-            assert not detector.due("app", now + QUIET_INTERVAL - 0.01)
-            assert detector.timeout() > 0.1  # nothing else due: the loop sleeps longer
-            now += QUIET_INTERVAL
-            assert detector.due("app", now)
-            near = threshold - MiB
-            assert near >= threshold * NEAR
-            detector.note("app", near, now, raw_usage_bytes=near)
-            assert detector.due("app", now + 0.1)
-            now += 0.1
-            detector.note("app", MiB, now, raw_usage_bytes=threshold + MiB)  # page cache
-            assert detector.due("app", now + 0.1)
-        finally:
-            detector.close()
+    with events_watch(threshold, interval=0.1) as (detector, _):
+        now = time.monotonic()
+        assert detector.due("app", now)  # a new watch is sampled at once
+        detector.note("app", MiB, now, raw_usage_bytes=MiB)
+        assert not detector.due("app", now + 0.1)
+        assert not detector.due("app", now + QUIET_INTERVAL - 0.01)
+        assert detector.timeout() > 0.1  # nothing else due: the loop sleeps longer
+        now += QUIET_INTERVAL
+        assert detector.due("app", now)
+        near = threshold - MiB
+        assert near >= threshold * NEAR
+        detector.note("app", near, now, raw_usage_bytes=near)
+        assert detector.due("app", now + 0.1)
+        now += 0.1
+        detector.note("app", MiB, now, raw_usage_bytes=threshold + MiB)  # page cache
+        assert detector.due("app", now + 0.1)
 
 
 def test_new_threshold_is_sampled_at_the_next_pass() -> None:
-    require_cgroup_v1()
-    with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
-        detector = FastDetector("events", interval=0.1)
-        try:
-            detector.watch([Watch("app", group.path, 1, 64 * MiB)])
-            assert detector.due("app", 1000.0)
-            detector.note("app", MiB, 1000.0, raw_usage_bytes=MiB)
-            assert not detector.due("app", 1000.1)
-            detector.watch([Watch("app", group.path, 1, 2 * MiB)])  # the limit was lowered
-            assert detector.due("app", 1000.1)
-        finally:
-            detector.close()
+    with events_watch(64 * MiB, interval=0.1) as (detector, group):
+        assert detector.due("app", 1000.0)
+        detector.note("app", MiB, 1000.0, raw_usage_bytes=MiB)
+        assert not detector.due("app", 1000.1)
+        detector.watch([Watch("app", group.path, 1, 2 * MiB)])  # the limit was lowered
+        assert detector.due("app", 1000.1)
 
 
 def test_stale_threshold_is_polled_every_interval(group_path: Path) -> None:
@@ -305,12 +288,10 @@ def test_second_threshold_armed_with_the_page_cache_gap_fires_on_the_working_set
             app = start_leaker(group, leaker, "gradual", "-rate", "128")
             os.kill(app.pid, signal.SIGUSR1)
             wait_for_key(detector, "app", deadline=30)  # raw usage crossed: 250 ms early
-            working_set = group.usage_bytes() - group.stat("total_inactive_file")
-            assert working_set < threshold
+            assert working_set(group) < threshold
             wait_for_key(detector, "app", deadline=30)
-            working_set = group.usage_bytes() - group.stat("total_inactive_file")
             # The kernel checks thresholds every 128 page events per CPU: within 1 MiB here.
-            assert working_set >= threshold - MiB
+            assert working_set(group) >= threshold - MiB
         finally:
             detector.close()
             cache.unlink()
