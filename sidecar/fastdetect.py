@@ -226,10 +226,9 @@ class FastDetector:
 
     def timeout(self) -> float:
         """Seconds the next `wait` may block at most: until the first watch is due."""
-        planned = self._quiet
-        if self._next:
-            planned = min(planned, max(0.0, min(self._next.values()) - time.monotonic()))
-        return min(planned, GAP_POLL) if self._gap_until else planned
+        if not self._next:
+            return self._quiet
+        return min(self._quiet, max(0.0, min(self._next.values()) - time.monotonic()))
 
     def wait(self) -> frozenset[Hashable]:
         if self._thresholds.stale:

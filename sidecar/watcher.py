@@ -42,7 +42,7 @@ class Watched:
     threshold_bytes: int
     endpoints: list[ports.Endpoint]
     sampler: cgroup.Sampler
-    limit_bytes: int | None  # re-read by the refresh, not on every sample
+    limit_bytes: int  # re-read by the refresh, not on every sample
     last_capture: float | None = None  # monotonic time of the last capture that saved a dump
     retry_after: float = 0.0
     capturing: bool = False
@@ -146,22 +146,19 @@ class Watcher:
     def check(self, watched: Watched, fired: frozenset[Any]) -> None:
         """Sample one process's cgroup and start a capture when it is due."""
         now = time.monotonic()
-        limit = watched.limit_bytes
-        threshold = None if limit is None else watched.threshold_bytes
+        threshold = watched.threshold_bytes
         # Below the threshold the sampler skips memory.stat and reports raw usage, an upper
         # bound of the working set: enough to decide "not over", and for the adaptive poll
         # (it only polls sooner). After an event the real metric is read: the detector's
         # page-cache correction needs it.
         skip_below = None if watched.process.key in fired else threshold
         try:
-            sample = watched.sampler.sample(limit, skip_below)
+            sample = watched.sampler.sample(watched.limit_bytes, skip_below)
         except (OSError, ValueError):
             if not procs.is_alive(self.config.proc_root, watched.process.key):
                 self._refresh_wanted.set()  # it exited: drop it now
             return
         self.detector.note(watched.process.key, sample.usage_bytes, now, sample.raw_usage_bytes)
-        if threshold is None:
-            return
         if sample.usage_bytes < threshold or watched.capturing or now < watched.retry_after:
             return
         if watched.last_capture is not None and now - watched.last_capture < self.config.cooldown:
@@ -222,7 +219,7 @@ class Watcher:
             changed = True
         for watched in list(self.watched.values()):
             changed |= self._refresh_watched(watched)
-        self._decided = {key: seen for key, seen in self._decided.items() if key in reasons}
+        self._decided = {key: when for key, when in self._decided.items() if key in reasons}
         self._say_once(reasons)
         if changed:
             self._publish([watched.watch for watched in self.watched.values()])

@@ -208,7 +208,7 @@ def test_page_cache_gap_is_sampled_closely_until_the_metric_crosses(tmp_path: Pa
         detector._just_fired = {"app"}  # as if usage's eventfd had fired
         detector.note("app", threshold - MiB, now)  # ... and the working set is below
         assert detector.timeout() <= GAP_POLL
-        detector.note("app", threshold - MiB // 2, now + 0.01)  # still in the gap
+        detector.note("app", threshold - MiB // 2, time.monotonic())  # still in the gap
         assert detector.timeout() <= GAP_POLL
         detector.note("app", threshold, now + 0.02)  # the working set crossed
         assert detector.timeout() == pytest.approx(5.0)
