@@ -8,8 +8,16 @@ When a key is already taken (same millisecond, pid and port, e.g. a `?gc=1` fetc
 the first, or a dump left by an earlier run), the timestamp moves on by one millisecond until
 the key is free: the shape stays as documented and nothing is overwritten.
 
-The spool is bounded (SPOOL_MAX_FILES dumps, SPOOL_MAX_BYTES bytes): when full, a new dump
-is refused with SpoolFull and nothing already spooled is deleted.
+The spool is bounded (SPOOL_MAX_FILES dumps, SPOOL_MAX_BYTES bytes, profile and metadata
+together): when full, a new dump is refused with SpoolFull and nothing already spooled is
+deleted. Each port's fetch thread saves at once, so a save reserves its key, its file and its
+bytes under the lock before writing, and usage counts those reservations: concurrent saves can
+never pass a bound together. A failed write removes what it wrote and gives its reservation back.
+
+Every part of a key is hostile input (S3_PREFIX and POD_NAME from the pod author, comm from the
+app): components are sanitised (no '/', no control characters, no leading '.', so no '..' and
+no hidden names), empty segments (a leading '/', '//') are dropped, and the final path is
+resolved and checked to lie beneath DUMP_DIR before anything is written.
 """
 
 import contextlib
@@ -27,10 +35,17 @@ PROFILE_SUFFIX = ".pb.gz"
 METADATA_SUFFIX = ".json"
 _TEMP_PREFIX = ".tmp-"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+# S3_PREFIX segments keep a few more characters that are common in prefixes and harmless in a
+# local file name (e.g. `cluster=prod/`).
+_UNSAFE_IN_PREFIX = re.compile(r"[^A-Za-z0-9._=+@,-]")
 
 
 class SpoolFull(Exception):
     """The spool holds its maximum; the message says which bound was reached."""
+
+
+class UnsafeKey(OSError):
+    """A key whose local path would not lie beneath DUMP_DIR (e.g. through a planted symlink)."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +59,18 @@ class Dump:
         return self.key[: -len(PROFILE_SUFFIX)] + METADATA_SUFFIX
 
 
-def safe_component(text: str) -> str:
-    """A key component: no '/', no spaces, never empty."""
-    return _UNSAFE.sub("_", text) or "_"
+def safe_component(text: str, unsafe: re.Pattern[str] = _UNSAFE) -> str:
+    """A key component: no '/', no spaces or control characters, no leading '.', never empty."""
+    text = unsafe.sub("_", text)
+    if text.startswith("."):
+        text = "_" + text[1:]  # no '.', '..' or hidden (e.g. '.tmp-') names
+    return text or "_"
+
+
+def safe_key(key: str) -> str:
+    """`key` as a relative path of safe segments: empty segments dropped, each sanitised."""
+    segments = [s for s in key.split("/") if s]
+    return "/".join(safe_component(s, _UNSAFE_IN_PREFIX) for s in segments)
 
 
 def format_timestamp(moment: datetime) -> str:
@@ -59,7 +83,7 @@ def object_key(
 ) -> str:
     stamp = format_timestamp(moment)
     name = f"{stamp}-{safe_component(comm)}-{pid}-{port}{PROFILE_SUFFIX}"
-    return f"{prefix}{safe_component(namespace)}/{safe_component(pod)}/{name}"
+    return safe_key(f"{prefix}{safe_component(namespace)}/{safe_component(pod)}/{name}")
 
 
 class Spool:
@@ -69,6 +93,7 @@ class Spool:
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         self._taken: set[str] = set()  # keys handed out by this run (survive upload)
+        self._reserved: dict[str, int] = {}  # key -> bytes, for saves being written now
 
     def prepare(self) -> list[str]:
         """Create DUMP_DIR and remove temporaries a crashed run left; returns what it removed."""
@@ -90,10 +115,16 @@ class Spool:
             yield Dump(key, path, metadata)
 
     def usage(self) -> tuple[int, int]:
-        """(dumps, bytes) in the spool now."""
-        count = 0
-        size = 0
+        """(dumps, bytes) in the spool now, counting saves in progress at their full size."""
+        with self._lock:
+            return self._usage()
+
+    def _usage(self) -> tuple[int, int]:
+        count = len(self._reserved)
+        size = sum(self._reserved.values())
         for dump in self.dumps():
+            if dump.key in self._reserved:
+                continue  # partly written: counted by its reservation
             count += 1
             for path in (dump.profile_path, dump.metadata_path):
                 with contextlib.suppress(FileNotFoundError):
@@ -132,27 +163,59 @@ class Spool:
     ) -> Dump:
         """Write one dump atomically; SpoolFull when a bound would be passed."""
         with self._lock:
-            count, size = self.usage()
+            key = self._claim(prefix, namespace, pod, moment, comm, pid, port)
+            document = json.dumps({**metadata, "key": key}, indent=1, sort_keys=True).encode()
+            need = len(profile) + len(document)
+            count, size = self._usage()
             if count + 1 > self._max_files:
                 raise SpoolFull(f"spool holds {count} dumps (SPOOL_MAX_FILES={self._max_files})")
-            if size + len(profile) > self._max_bytes:
+            if size + need > self._max_bytes:
                 raise SpoolFull(
-                    f"spool holds {size} bytes, +{len(profile)} > SPOOL_MAX_BYTES={self._max_bytes}"
+                    f"spool holds {size} bytes, +{need} > SPOOL_MAX_BYTES={self._max_bytes}"
                 )
-            key = self._claim(prefix, namespace, pod, moment, comm, pid, port)
+            self._reserved[key] = need
         profile_path = self.root / key
-        profile_path.parent.mkdir(parents=True, exist_ok=True)
         metadata_path = profile_path.with_name(
             profile_path.name[: -len(PROFILE_SUFFIX)] + METADATA_SUFFIX
         )
-        _write_atomic(profile_path, profile)
-        document = {**metadata, "key": key}
-        _write_atomic(metadata_path, json.dumps(document, indent=1, sort_keys=True).encode())
+        try:
+            self._check_beneath(profile_path)
+            _write_dump(profile_path, profile, metadata_path, document)
+        finally:
+            with self._lock:
+                del self._reserved[key]
         return Dump(key, profile_path, metadata_path)
+
+    def _check_beneath(self, path: Path) -> None:
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):
+            raise UnsafeKey(f"{path} resolves outside DUMP_DIR {root}")
+
+
+def _write_dump(profile_path: Path, profile: bytes, metadata_path: Path, document: bytes) -> None:
+    try:
+        profile_path.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomic(profile_path, profile)
+        _write_atomic(metadata_path, document)
+    except BaseException:
+        # Nothing half-saved stays behind: the refusal is logged and the space is free again.
+        profile_path.unlink(missing_ok=True)
+        metadata_path.unlink(missing_ok=True)
+        raise
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
     temporary = path.with_name(f"{_TEMP_PREFIX}{path.name}")
-    with open(temporary, "wb") as handle:
-        handle.write(data)
-    os.replace(temporary, path)
+    try:
+        # O_NOFOLLOW|O_EXCL: the temporary is a new regular file, never a link's target.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        descriptor = os.open(temporary, flags, 0o600)
+        with open(descriptor, "wb") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
