@@ -90,9 +90,28 @@ def _bucket(value: str) -> str:
     raise ValueError(value)
 
 
+# Characters S3 documents as safe in keys, which also mean nothing to a shell, a URL or
+# the kubelet's `$(VAR)` expansion; `/` separates segments.
+_PREFIX_CHARS = re.compile(r"[A-Za-z0-9._/-]*")
+PREFIX_MAX = 512
+
+
 def _prefix(value: str) -> str:
-    if len(value) > 512 or not value.isprintable():
+    """A key prefix that stays below DUMP_DIR and inside its own part of a shared bucket.
+
+    The watcher writes each dump to DUMP_DIR/{prefix}... before uploading it, so a `..`
+    segment or a leading `/` would leave the spool (and its limits), and in S3 `a//b` or
+    `./` are keys apart from `a/b` that look the same in a listing.
+    """
+    if len(value) > PREFIX_MAX or not _PREFIX_CHARS.fullmatch(value):
         raise ValueError(value)
+    if value == "":
+        return value  # no prefix: keys start with the namespace
+    segments = value.split("/")
+    # The last segment is empty when the prefix ends with `/` (the usual `prod/`).
+    for segment in segments[:-1] if value.endswith("/") else segments:
+        if segment in ("", ".", ".."):
+            raise ValueError(value)
     return value
 
 
@@ -166,7 +185,10 @@ REGISTRY: tuple[Annotation, ...] = (
     Annotation(
         key=PREFIX + "prefix",
         env="S3_PREFIX",
-        allowed="printable text of at most 512 characters",
+        allowed=(
+            f"at most {PREFIX_MAX} letters, digits, `.`, `_`, `-` or `/`; no leading `/`,"
+            " no empty (`//`), `.` or `..` segment"
+        ),
         meaning="prefix of the dump object keys",
         example="prod/",
         normalize=_prefix,

@@ -17,6 +17,11 @@ from webhook.annotations import BY_ENV
 
 SidecarMode = Literal["container", "native"]
 SIDECAR_MODES: tuple[SidecarMode, ...] = ("container", "native")
+# `privileged`: what the design asks for (writable cgroupfs: v1 eventfd thresholds and the
+# emergency brake). `least-privilege`: no privileged mode, only CAP_SYS_PTRACE; the
+# cgroupfs is then read-only, so the watcher falls back to the adaptive poll.
+PrivilegeProfile = Literal["privileged", "least-privilege"]
+PRIVILEGE_PROFILES: tuple[PrivilegeProfile, ...] = ("privileged", "least-privilege")
 EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
 # Set by the injector itself (downward API and the dump volume), never by the defaults file.
 RESERVED_ENV = frozenset({"DUMP_DIR", "POD_NAME", "POD_NAMESPACE", "NODE_NAME"})
@@ -26,7 +31,9 @@ BUILTIN_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "48Mi"},
     "limits": {"cpu": "200m", "memory": "128Mi"},
 }
-_FILE_KEYS = frozenset({"env", "envFrom", "resources", "privileged"})
+# `privileged` (a boolean) is the older spelling of the profile: true is `privileged`,
+# false is `least-privilege`.
+_FILE_KEYS = frozenset({"env", "envFrom", "resources", "privilegeProfile", "privileged"})
 
 
 class DefaultsError(ValueError):
@@ -38,7 +45,11 @@ class SidecarDefaults:
     env: dict[str, str] = field(default_factory=lambda: dict(BUILTIN_ENV))
     env_from: list[dict[str, Any]] = field(default_factory=list)
     resources: dict[str, Any] = field(default_factory=lambda: copy.deepcopy(BUILTIN_RESOURCES))
-    privileged: bool = True
+    profile: PrivilegeProfile = "privileged"
+
+    @property
+    def privileged(self) -> bool:
+        return self.profile == "privileged"
 
 
 @dataclass(frozen=True)
@@ -75,15 +86,31 @@ def parse_defaults(text: str, source: str) -> SidecarDefaults:
     resources = document.get("resources", BUILTIN_RESOURCES)
     if not isinstance(resources, dict) or not set(resources) <= {"requests", "limits"}:
         raise DefaultsError(f"{source}: resources must be a mapping of requests/limits")
-    privileged = document.get("privileged", True)
-    if not isinstance(privileged, bool):
-        raise DefaultsError(f"{source}: privileged must be true or false, not {privileged!r}")
     return SidecarDefaults(
         env={name: value for name, value in env.items() if value != ""},
         env_from=copy.deepcopy(env_from),
         resources=copy.deepcopy(resources),
-        privileged=privileged,
+        profile=_parse_profile(document, source),
     )
+
+
+def _parse_profile(document: dict[str, Any], source: str) -> PrivilegeProfile:
+    choices = ", ".join(PRIVILEGE_PROFILES)
+    profile = document.get("privilegeProfile")
+    if profile is not None and profile not in PRIVILEGE_PROFILES:
+        raise DefaultsError(f"{source}: privilegeProfile must be one of {choices}, not {profile!r}")
+    if "privileged" not in document:
+        return profile or "privileged"
+    privileged = document["privileged"]
+    if not isinstance(privileged, bool):
+        raise DefaultsError(f"{source}: privileged must be true or false, not {privileged!r}")
+    implied: PrivilegeProfile = "privileged" if privileged else "least-privilege"
+    if profile is not None and profile != implied:
+        raise DefaultsError(
+            f"{source}: privileged: {str(privileged).lower()} contradicts privilegeProfile:"
+            f" {profile}; set only privilegeProfile ({choices})"
+        )
+    return implied
 
 
 def _parse_env(env: Any, source: str) -> dict[str, str]:

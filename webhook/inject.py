@@ -10,11 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from webhook.annotations import INJECT, STATUS, InvalidAnnotation, env_overrides
-from webhook.config import InjectConfig
+from webhook.config import InjectConfig, SidecarDefaults
 
 CONTAINER_NAME = "oomdump-sidecar"
 VOLUME_NAME = "oomdump-dumps"
 DUMP_DIR = "/tmp/oomdump"
+# An empty, read-only volume where the ServiceAccount admission plugin would mount the
+# pod's API token: the plugin skips a container that already has a mount at this path
+# (also when it runs again after this webhook, on reinvocation), so the watcher, which
+# never calls the API, holds no credentials. automountServiceAccountToken is pod-wide and
+# belongs to the app.
+NO_TOKEN_VOLUME_NAME = "oomdump-no-token"
+TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 COMMAND = ("python", "-m", "sidecar")
 WARNING_LIMIT = 119  # Kubernetes asks for warnings shorter than 120 characters
 
@@ -85,14 +92,17 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
         refusal = warning(INVALID_ANNOTATION, str(error), verdict="refused")
         return Outcome("denied", INVALID_ANNOTATION, pod, str(error), (refusal,))
 
-    volume = _free_volume_name(spec.get("volumes") or [])
-    sidecar = _container(config, overrides, volume)
+    taken = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
+    volume = _free_name(VOLUME_NAME, taken)
+    no_token = _free_name(NO_TOKEN_VOLUME_NAME, {*taken, volume})
+    sidecar = _container(config, overrides, volume, no_token)
     status = {
         "version": config.version,
         "container": CONTAINER_NAME,
         "mode": config.mode,
         "image": config.image,
         "volume": volume,
+        "profile": config.defaults.profile,
         "overrides": sorted(overrides),
     }
     new_spec = dict(spec)
@@ -101,7 +111,11 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
         new_spec["initContainers"] = [sidecar, *init_containers]
     else:
         new_spec["containers"] = [*containers, sidecar]
-    new_spec["volumes"] = [*(spec.get("volumes") or []), {"name": volume, "emptyDir": {}}]
+    new_spec["volumes"] = [
+        *(spec.get("volumes") or []),
+        {"name": volume, "emptyDir": {}},
+        {"name": no_token, "emptyDir": {"medium": "Memory", "sizeLimit": "1Ki"}},
+    ]
     new_metadata = dict(metadata)
     new_metadata["annotations"] = {
         **annotations,
@@ -140,24 +154,53 @@ def _or_empty(value: Any, empty: dict[str, Any] | list[Any]) -> Any:
     return empty if value is None else value
 
 
-def _free_volume_name(volumes: list[dict[str, Any]]) -> str:
-    taken = {volume.get("name") for volume in volumes}
-    name, number = VOLUME_NAME, 1
+def _free_name(base: str, taken: set[str]) -> str:
+    name, number = base, 1
     while name in taken:
         number += 1
-        name = f"{VOLUME_NAME}-{number}"
+        name = f"{base}-{number}"
     return name
+
+
+def escape_env_value(value: str) -> str:
+    """The kubelet expands `$(VAR)` in an env value and turns `$$` into `$`: doubling each
+    `$` makes the watcher see exactly the text it was given, so no annotation or default
+    can pull a secret from `envFrom` (or any variable) into the watcher's settings."""
+    return value.replace("$", "$$")
 
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def _container(config: InjectConfig, overrides: dict[str, str], volume: str) -> dict[str, Any]:
+def _security(defaults: SidecarDefaults) -> dict[str, Any]:
+    # Root, whatever the pod's own runAsUser/runAsNonRoot say: capabilities (and privileged
+    # mode) are only effective for uid 0, and reading other containers' /proc needs them.
+    # The root filesystem is read-only in every profile: the watcher writes only DUMP_DIR.
+    security: dict[str, Any] = {"runAsUser": 0, "runAsNonRoot": False}
+    if defaults.profile == "privileged":
+        security["privileged"] = True
+    else:
+        # CAP_SYS_PTRACE passes the ptrace access check that /proc/<pid>/root and
+        # /proc/<pid>/fd of another container's process (another uid, other capabilities,
+        # not dumpable) require. Nothing else: cgroup files are root-owned and readable by
+        # all, so DAC_READ_SEARCH or DAC_OVERRIDE would add nothing the watcher reads.
+        security["privileged"] = False
+        security["allowPrivilegeEscalation"] = False
+        security["capabilities"] = {"drop": ["ALL"], "add": ["SYS_PTRACE"]}
+    security["readOnlyRootFilesystem"] = True
+    return security
+
+
+def _container(
+    config: InjectConfig, overrides: dict[str, str], volume: str, no_token: str
+) -> dict[str, Any]:
     defaults = config.defaults
     values = {**defaults.env, **overrides}
     env: list[dict[str, Any]] = [
-        {"name": name, "value": value} for name, value in values.items() if value != ""
+        {"name": name, "value": escape_env_value(value)}
+        for name, value in values.items()
+        if value != ""
     ]
     env += [
         {"name": "DUMP_DIR", "value": DUMP_DIR},
@@ -165,15 +208,6 @@ def _container(config: InjectConfig, overrides: dict[str, str], volume: str) -> 
         _field_env("POD_NAMESPACE", "metadata.namespace"),
         _field_env("NODE_NAME", "spec.nodeName"),
     ]
-    # Root, whatever the pod's own runAsUser/runAsNonRoot say: capabilities (and privileged
-    # mode) are only effective for uid 0, and reading other containers' /proc needs them.
-    security: dict[str, Any] = {"runAsUser": 0, "runAsNonRoot": False}
-    if defaults.privileged:
-        security["privileged"] = True
-    else:
-        # Enough to read /proc/<pid>/root and /proc/<pid>/net of the other containers.
-        security["privileged"] = False
-        security["capabilities"] = {"add": ["SYS_PTRACE"]}
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": config.image,
@@ -184,9 +218,12 @@ def _container(config: InjectConfig, overrides: dict[str, str], volume: str) -> 
     if defaults.env_from:
         container["envFrom"] = [dict(item) for item in defaults.env_from]
     container["resources"] = {key: dict(value) for key, value in defaults.resources.items()}
-    container["securityContext"] = security
+    container["securityContext"] = _security(defaults)
     container["terminationMessagePolicy"] = "FallbackToLogsOnError"
-    container["volumeMounts"] = [{"name": volume, "mountPath": DUMP_DIR}]
+    container["volumeMounts"] = [
+        {"name": volume, "mountPath": DUMP_DIR},
+        {"name": no_token, "mountPath": TOKEN_MOUNT_PATH, "readOnly": True},
+    ]
     if config.mode == "native":
         container["restartPolicy"] = "Always"
     return container

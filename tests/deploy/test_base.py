@@ -6,6 +6,7 @@ import yaml
 from certs.__main__ import build_parser as certs_parser
 from tests.deploy.conftest import container, one
 from tests.deploy.selectors import matches
+from webhook.config import parse_defaults
 
 NAMESPACE = "oomdump-system"
 IMAGE = "ghcr.io/oomdump/oomdump:0.1.0"
@@ -137,7 +138,7 @@ def test_webhook_environment_follows_the_agreement(base) -> None:
 def test_sidecar_defaults_follow_the_agreed_format(base) -> None:
     config_map = one(base, "ConfigMap", "oomdump-sidecar-defaults")
     defaults = yaml.safe_load(config_map["data"]["defaults.yaml"])
-    assert set(defaults) <= {"env", "envFrom", "resources", "privileged"}
+    assert set(defaults) <= {"env", "envFrom", "resources", "privilegeProfile", "privileged"}
     assert set(defaults["env"]) <= {
         "CRITICAL",
         "COOLDOWN",
@@ -154,8 +155,11 @@ def test_sidecar_defaults_follow_the_agreed_format(base) -> None:
     assert all(isinstance(value, str) for value in defaults["env"].values())
     assert defaults["env"]["CRITICAL"] == "70"
     assert defaults["envFrom"] == [{"secretRef": {"name": "oomdump-s3", "optional": True}}]
-    assert isinstance(defaults["privileged"], bool)
+    assert defaults["privilegeProfile"] == "privileged"  # the design's default
     assert set(defaults["resources"]) == {"requests", "limits"}
+    # The webhook's own parser accepts the shipped file as it is.
+    parsed = parse_defaults(config_map["data"]["defaults.yaml"], "defaults.yaml")
+    assert parsed.profile == "privileged"
 
 
 def test_rbac_is_only_the_named_secret_and_webhook_configuration(base) -> None:

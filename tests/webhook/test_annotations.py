@@ -1,10 +1,14 @@
 """The annotation registry: bounds, normalization, refusal messages and the README table."""
 
+import posixpath
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from webhook.annotations import BY_KEY, REGISTRY, InvalidAnnotation, env_overrides, markdown_table
+from webhook.config import DefaultsError, parse_defaults
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -25,7 +29,9 @@ ACCEPTED = [
     ("oomdump.io/bucket", "my.team-dumps.2024", "my.team-dumps.2024"),
     ("oomdump.io/bucket", "a" * 63, "a" * 63),
     ("oomdump.io/prefix", "", ""),
-    ("oomdump.io/prefix", "team a/ünïcode/", "team a/ünïcode/"),
+    ("oomdump.io/prefix", "prod", "prod"),
+    ("oomdump.io/prefix", "team-a/shop_1/v2.1/", "team-a/shop_1/v2.1/"),
+    ("oomdump.io/prefix", ".hidden/...dots/", ".hidden/...dots/"),
     ("oomdump.io/prefix", "p" * 512, "p" * 512),
     ("oomdump.io/inject", "enabled", "enabled"),
     ("oomdump.io/inject", "disabled", "disabled"),
@@ -59,9 +65,23 @@ REFUSED = [
     ("oomdump.io/bucket", "my-.dumps", "S3 bucket name"),
     ("oomdump.io/bucket", "my_dumps", "S3 bucket name"),
     ("oomdump.io/bucket", "10.0.0.1", "not an IP address"),
-    ("oomdump.io/prefix", "p" * 513, "512"),
-    ("oomdump.io/prefix", "line\nbreak", "printable"),
-    ("oomdump.io/prefix", "tab\there", "printable"),
+    ("oomdump.io/prefix", "p" * 513, "at most 512"),
+    # Out of DUMP_DIR on disk and into another namespace's keys in a shared bucket.
+    ("oomdump.io/prefix", "../../x/", "`..` segment"),
+    ("oomdump.io/prefix", "a/../../b/", "`..` segment"),
+    ("oomdump.io/prefix", "..", "`..` segment"),
+    ("oomdump.io/prefix", "/abs/", "no leading `/`"),
+    ("oomdump.io/prefix", "/", "no leading `/`"),
+    ("oomdump.io/prefix", "a//b/", "no empty (`//`)"),
+    ("oomdump.io/prefix", "./a/", "`.`"),
+    ("oomdump.io/prefix", "a/./", "`.`"),
+    # The kubelet would expand $(VAR) from the container's environment.
+    ("oomdump.io/prefix", "$(AWS_SECRET_ACCESS_KEY)/", "letters, digits"),
+    ("oomdump.io/prefix", "team a/", "letters, digits"),
+    ("oomdump.io/prefix", "ünïcode/", "letters, digits"),
+    ("oomdump.io/prefix", "a\\b/", "letters, digits"),
+    ("oomdump.io/prefix", "line\nbreak", "letters, digits"),
+    ("oomdump.io/prefix", "tab\there", "letters, digits"),
     ("oomdump.io/inject", "true", "enabled or disabled"),
     ("oomdump.io/inject", "Disabled", "enabled or disabled"),
 ]
@@ -120,3 +140,23 @@ def test_readme_annotation_table_matches_the_registry() -> None:
         "README.md's annotation table drifted from webhook/annotations.py; regenerate it with "
         "`python -c 'from webhook.annotations import markdown_table; print(markdown_table())'`"
     )
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from("ab./-_$ \\\n\x00é"), max_size=12))
+def test_an_accepted_prefix_stays_inside_the_spool_and_its_key_space(value: str) -> None:
+    """The watcher writes DUMP_DIR/{prefix}{namespace}/..., then uploads that key."""
+    try:
+        prefix = BY_KEY["oomdump.io/prefix"].validate(value)
+    except InvalidAnnotation:
+        return
+    key = f"{prefix}shop/web-1/dump.pb.gz"
+    on_disk = posixpath.join("/tmp/oomdump", key)
+    assert posixpath.normpath(on_disk) == on_disk  # no `..`, `.`, `//` or absolute escape
+    assert on_disk.startswith("/tmp/oomdump/")
+    assert "$" not in key and key.isascii() and key.isprintable()
+
+
+def test_an_invalid_prefix_in_the_defaults_file_is_refused() -> None:
+    with pytest.raises(DefaultsError, match=r"env.S3_PREFIX='../x/': at most 512"):
+        parse_defaults("env: {S3_PREFIX: ../x/}", "defaults.yaml")

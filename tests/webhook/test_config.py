@@ -34,6 +34,22 @@ def test_the_agreed_example_parses_and_drops_empty_values() -> None:
     assert defaults.env_from == [{"secretRef": {"name": "oomdump-s3", "optional": True}}]
     assert defaults.resources == BUILTIN_RESOURCES
     assert defaults.privileged is True
+    assert defaults.profile == "privileged"
+
+
+@pytest.mark.parametrize(
+    ("text", "profile"),
+    [
+        ("", "privileged"),
+        ("privilegeProfile: privileged", "privileged"),
+        ("privilegeProfile: least-privilege", "least-privilege"),
+        ("privileged: true", "privileged"),  # the older spelling keeps working
+        ("privileged: false", "least-privilege"),
+        ("privileged: false\nprivilegeProfile: least-privilege", "least-privilege"),
+    ],
+)
+def test_privilege_profile(text: str, profile: str) -> None:
+    assert parse_defaults(text, "f").profile == profile
 
 
 def test_empty_file_and_no_file_mean_builtin_defaults() -> None:
@@ -64,6 +80,15 @@ def test_partial_file_keeps_builtins_and_numbers_become_strings() -> None:
         ("envFrom: {secretRef: {name: s}}", "envFrom must be a list"),
         ("resources: {min: {}}", "resources must be a mapping"),
         ("privileged: 'yes'", "privileged must be true or false"),
+        (
+            "privilegeProfile: restricted",
+            "privilegeProfile must be one of privileged, least-privilege, not 'restricted'",
+        ),
+        ("privilegeProfile: [privileged]", "privilegeProfile must be one of"),
+        (
+            "privileged: true\nprivilegeProfile: least-privilege",
+            "privileged: true contradicts privilegeProfile: least-privilege",
+        ),
     ],
 )
 def test_invalid_files_are_refused_naming_the_file_and_problem(text: str, message: str) -> None:

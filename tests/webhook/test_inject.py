@@ -9,8 +9,8 @@ import pytest
 
 from tests.webhook.helpers import apply_answer, shared_reviews, validate_pod
 from webhook.admit import NOT_A_POD, NOT_CREATE, admit
-from webhook.config import InjectConfig
-from webhook.inject import CONTAINER_NAME, MalformedPod, inject
+from webhook.config import InjectConfig, SidecarDefaults
+from webhook.inject import CONTAINER_NAME, TOKEN_MOUNT_PATH, MalformedPod, inject
 from webhook.review import decode
 
 CONFIG = InjectConfig(image="ghcr.io/oomdump/oomdump:test")
@@ -159,3 +159,75 @@ def test_the_watcher_runs_as_root_even_in_non_root_pods() -> None:
     assert sidecar["securityContext"]["runAsUser"] == 0
     assert sidecar["securityContext"]["runAsNonRoot"] is False
     assert pod["spec"]["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001}
+
+
+def sidecar_with(profile: str, pod: dict[str, Any] | None = None) -> tuple[dict, dict]:
+    config = InjectConfig(image="img", defaults=SidecarDefaults(profile=profile))  # type: ignore[arg-type]
+    pod = pod or {"spec": {"containers": [{"name": "app", "image": "app"}]}}
+    mutated = inject(pod, config, "shop").pod
+    return mutated, mutated["spec"]["containers"][-1]
+
+
+def test_privileged_profile_is_privileged_with_a_read_only_root() -> None:
+    _, sidecar = sidecar_with("privileged")
+    assert sidecar["securityContext"] == {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "privileged": True,
+        "readOnlyRootFilesystem": True,
+    }
+
+
+def test_least_privilege_profile_adds_only_sys_ptrace() -> None:
+    _, sidecar = sidecar_with("least-privilege")
+    assert sidecar["securityContext"] == {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"], "add": ["SYS_PTRACE"]},
+        "readOnlyRootFilesystem": True,
+    }
+
+
+@pytest.mark.parametrize("profile", ["privileged", "least-privilege"])
+def test_the_watcher_gets_no_api_token_and_writes_only_its_dump_volume(profile: str) -> None:
+    token_volume = {"name": "kube-api-access-abcde", "projected": {"sources": []}}
+    pod = {
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "app",
+                    "volumeMounts": [
+                        {"name": "kube-api-access-abcde", "mountPath": TOKEN_MOUNT_PATH}
+                    ],
+                }
+            ],
+            "volumes": [token_volume],
+        }
+    }
+    mutated, sidecar = sidecar_with(profile, pod)
+    volumes = {v["name"]: v for v in mutated["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    # What the ServiceAccount admission plugin checks before adding its mount: a mount at
+    # the token path means "leave this container alone".
+    shadow = mounts[TOKEN_MOUNT_PATH]
+    assert shadow["readOnly"] is True
+    assert "emptyDir" in volumes[shadow["name"]]
+    assert volumes[shadow["name"]] is not token_volume
+    assert all("projected" not in volumes[m["name"]] for m in sidecar["volumeMounts"])
+    # Writable: the emptyDir volumes only (the root filesystem is read-only).
+    writable = [m for m in sidecar["volumeMounts"] if not m.get("readOnly")]
+    assert [m["mountPath"] for m in writable] == ["/tmp/oomdump"]
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    validate_pod(mutated)
+
+
+@pytest.mark.parametrize("name", [{"a": 1}, ["x"], 7, None, True])
+def test_a_volume_name_that_is_not_a_string_does_not_crash_the_core(name: Any) -> None:
+    pod = {"spec": {"containers": [{"name": "app"}], "volumes": [{"name": name}]}}
+    outcome = inject(pod, CONFIG, "shop")
+    assert outcome.result == "injected"
+    names = [v["name"] for v in outcome.pod["spec"]["volumes"]]
+    assert names == [name, "oomdump-dumps", "oomdump-no-token"]

@@ -1,5 +1,8 @@
-"""Properties over generated pods: the patch applies, the result is a valid Pod for the
-Kubernetes OpenAPI schema, a second pass is a no-op, and no input crashes the core."""
+"""Properties over generated pods, checked on what the webhook answers: its own patch,
+applied to the pod sent, gives inject()'s pod, a valid Pod for the Kubernetes OpenAPI
+schema that keeps the app's containers, volumes, annotations and labels, adds one watcher
+whose env the kubelet cannot expand, and a second pass over it is a no-op. No input
+crashes the core."""
 
 import base64
 import copy
@@ -14,9 +17,9 @@ from hypothesis import strategies as st
 
 from tests.webhook.helpers import K8S_VERSION
 from webhook.admit import admit
+from webhook.annotations import STATUS, env_overrides
 from webhook.config import InjectConfig, SidecarDefaults
 from webhook.inject import CONTAINER_NAME, MalformedPod, inject
-from webhook.patch import make_patch
 from webhook.review import BadReview, decode
 
 SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -39,6 +42,8 @@ oomdump_annotation = st.sampled_from(
         ("oomdump.io/bucket", "Heap_Dumps"),
         ("oomdump.io/prefix", "team/a/"),
         ("oomdump.io/prefix", ""),
+        ("oomdump.io/prefix", "../other/"),
+        ("oomdump.io/prefix", "$(AWS_SECRET_ACCESS_KEY)/"),
         ("oomdump.io/inject", "enabled"),
         ("oomdump.io/inject", "disabled"),
     ]
@@ -106,8 +111,41 @@ configs = st.builds(
     InjectConfig,
     image=st.just("ghcr.io/oomdump/oomdump:0.1.0"),
     mode=st.sampled_from(["container", "native"]),
-    defaults=st.sampled_from([SidecarDefaults(), SidecarDefaults(privileged=False)]),
+    defaults=st.sampled_from(
+        [
+            SidecarDefaults(),
+            SidecarDefaults(profile="least-privilege"),
+            SidecarDefaults(env={"CRITICAL": "70", "PPROF_PATH": "/heap?t=$(SECRET)$$"}),
+        ]
+    ),
 )
+
+
+def admission_body(
+    pod: Any, namespace: str | None, uid: Any = "u-1", operation: Any = "CREATE"
+) -> bytes:
+    request: dict[str, Any] = {
+        "uid": uid,
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "operation": operation,
+        "object": pod,
+    }
+    if namespace is not None:
+        request["namespace"] = namespace
+    review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+    return json.dumps(review).encode()
+
+
+def our_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The patch exactly as the webhook answers it (base64 JSON in the response)."""
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+def sidecar_of(pod: dict[str, Any], mode: str) -> dict[str, Any]:
+    where = pod["spec"]["initContainers"] if mode == "native" else pod["spec"]["containers"]
+    (sidecar,) = [c for c in where if c["name"] == CONTAINER_NAME]
+    return sidecar
 
 
 @SETTINGS
@@ -121,28 +159,50 @@ def test_injection_properties(
 ) -> None:
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)  # the generator makes valid pods
     pristine = copy.deepcopy(pod)
-    outcome = inject(pod, config, namespace)
-    event(outcome.reason)
-    assert pod == pristine, "inject modified its input"
-    if outcome.result != "injected":
-        assert outcome.pod is pod
-        assert outcome.reason in outcome.warnings[0]
+    decision = admit(decode(admission_body(pod, namespace)), config)
+    expected = inject(pristine, config, namespace)
+    event(decision.reason)
+    assert pod == pristine, "the webhook modified its input"
+    response = json.loads(decision.body)["response"]
+    assert response["uid"] == "u-1"
+    assert (decision.result, decision.reason) == (expected.result, expected.reason)
+    if decision.result != "injected":
+        assert "patch" not in response
+        assert response["allowed"] is (decision.result == "skipped")
+        assert decision.reason in response["warnings"][0]
         return
-    patch = make_patch(pod, outcome.pod)
-    # The pruned diff is as good as diffing the whole documents.
-    assert jsonpatch.apply_patch(pod, patch) == outcome.pod
-    mutated = jsonpatch.make_patch(pod, outcome.pod).apply(copy.deepcopy(pod))
-    assert mutated == outcome.pod
-    kubernetes_validate.validate(mutated, K8S_VERSION, strict=True)
-    spec = mutated["spec"]
+    # What the API server stores: our answer applied to what it sent.
+    result = jsonpatch.apply_patch(pristine, our_patch(response))
+    assert result == expected.pod
+    kubernetes_validate.validate(result, K8S_VERSION, strict=True)
+    spec, old_spec = result["spec"], pristine["spec"]
     assert spec["shareProcessNamespace"] is True
-    where = spec["initContainers"] if config.mode == "native" else spec["containers"]
-    assert [c["name"] for c in where].count(CONTAINER_NAME) == 1
-    mounts = {m["name"] for c in where if c["name"] == CONTAINER_NAME for m in c["volumeMounts"]}
-    assert mounts <= {v["name"] for v in spec["volumes"]}
-    again = inject(mutated, config, namespace)
-    assert again.result == "skipped"
-    assert again.reason == "already-injected"
+    sidecar = sidecar_of(result, config.mode)
+    others = [c for c in spec["containers"] if c["name"] != CONTAINER_NAME]
+    assert others == old_spec["containers"], "the app's containers changed"
+    init_others = [c for c in spec.get("initContainers", []) if c["name"] != CONTAINER_NAME]
+    assert init_others == old_spec.get("initContainers", [])
+    assert spec["volumes"][: len(old_spec.get("volumes", []))] == old_spec.get("volumes", [])
+    volumes = {v["name"] for v in spec["volumes"]}
+    assert len(volumes) == len(spec["volumes"]), "two volumes share a name"
+    assert {m["name"] for m in sidecar["volumeMounts"]} <= volumes
+    # Each `$` is doubled, so the kubelet expands nothing (tests/webhook/test_env_escaping.py).
+    values = {e["name"]: e["value"] for e in sidecar["env"] if "value" in e}
+    assert all("$" not in value.replace("$$", "") for value in values.values())
+    literal = {name: value.replace("$$", "$") for name, value in values.items()}
+    overrides = env_overrides(pristine["metadata"].get("annotations") or {})
+    assert literal.items() >= {(k, v) for k, v in overrides.items() if v}  # "" removes one
+    assert not {k for k, v in overrides.items() if not v} & literal.keys()
+    assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+    assert sidecar["securityContext"]["privileged"] is config.defaults.privileged
+    metadata, old_metadata = result["metadata"], pristine["metadata"]
+    annotations = dict(metadata["annotations"])
+    assert json.loads(annotations.pop(STATUS))["container"] == CONTAINER_NAME
+    assert annotations == (old_metadata.get("annotations") or {})
+    assert metadata.get("labels") == old_metadata.get("labels")
+    again = admit(decode(admission_body(result, namespace)), config)
+    assert (again.result, again.reason) == ("skipped", "already-injected")
+    assert "patch" not in json.loads(again.body)["response"]
 
 
 json_values = st.recursive(
@@ -189,11 +249,14 @@ def test_arbitrary_input_is_answered_or_refused_never_crashes(
             },
         }
     ).encode()
+    config = InjectConfig(image="img")
+    pristine = copy.deepcopy(pod)
     try:
-        decision = admit(decode(body), InjectConfig(image="img"))
+        decision = admit(decode(body), config)
     except (BadReview, MalformedPod):
         return
     response = json.loads(decision.body)["response"]
     assert response["uid"] == uid
     if "patch" in response:
-        jsonpatch.apply_patch(pod, json.loads(base64.b64decode(response["patch"])))
+        result = jsonpatch.apply_patch(pristine, our_patch(response))
+        assert result == inject(pristine, config).pod
