@@ -1,31 +1,64 @@
 """Ship spooled dumps to S3 on a thread of their own, retrying with backoff.
 
 A dump's local files are removed only after S3 confirmed both objects. Whatever cannot be
-uploaded stays in DUMP_DIR and is tried again (exponential backoff up to `max_backoff`); at
+uploaded stays in DUMP_DIR and is tried again. Each dump keeps its own backoff (doubling from
+UPLOAD_BACKOFF_MIN, never longer than UPLOAD_BACKOFF_MAX, jittered below the step), so one dump
+the store keeps refusing waits alone while the others upload as soon as they are saved. At
 start every dump already in the spool is queued, so a previous run's dumps are not lost.
+
+boto3 and botocore are imported when the first S3 client is made (the first upload attempt),
+not with this module: they are most of the watcher's resident memory, which an idle watcher
+(a healthy pod) never needs. The client still comes from the standard credential chain.
 """
 
+import math
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-import boto3
-import botocore.config
-import botocore.exceptions
-
+from oomdump.durations import parse_duration
 from sidecar import log
 from sidecar.spool import Dump, Spool
 
-BOTO_CONFIG = botocore.config.Config(
-    connect_timeout=2, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"}
-)
+DEFAULT_MIN_BACKOFF = 1.0
+DEFAULT_MAX_BACKOFF = 60.0
+_SHORTEST_BACKOFF = 0.01
+_JITTER = 0.8  # a delay is drawn from [0.8, 1] x its step, so retries of many dumps spread out
+
+
+def backoff_from_env(env: Mapping[str, str]) -> tuple[float, float]:
+    """(min, max) retry delays from UPLOAD_BACKOFF_MIN / UPLOAD_BACKOFF_MAX (Go durations).
+
+    A bad value is logged and the defaults are used: the uploader must keep the dumps moving.
+    """
+    try:
+        low = parse_duration(env.get("UPLOAD_BACKOFF_MIN", "").strip() or "1s")
+        high = parse_duration(env.get("UPLOAD_BACKOFF_MAX", "").strip() or "60s")
+        if low < _SHORTEST_BACKOFF or high < low:
+            raise ValueError(f"need {_SHORTEST_BACKOFF * 1000:g}ms <= MIN <= MAX")
+    except ValueError as error:
+        log.error(
+            "config-invalid",
+            variable="UPLOAD_BACKOFF_MIN/UPLOAD_BACKOFF_MAX",
+            detail=str(error),
+            action=f"using {DEFAULT_MIN_BACKOFF:g}s and {DEFAULT_MAX_BACKOFF:g}s",
+        )
+        return DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF
+    return low, high
 
 
 def make_s3_client(endpoint_url: str | None) -> Any:
     """An S3 client from the standard credential chain (env, web identity, profile, IMDS)."""
-    config = BOTO_CONFIG
+    import boto3
+    import botocore.config
+
+    config = botocore.config.Config(
+        connect_timeout=2, read_timeout=10, retries={"max_attempts": 1, "mode": "standard"}
+    )
     if endpoint_url:
         # S3-compatible stores on an IP or a single host name cannot do virtual-host buckets.
         config = config.merge(botocore.config.Config(s3={"addressing_style": "path"}))
@@ -34,7 +67,11 @@ def make_s3_client(endpoint_url: str | None) -> Any:
 
 def describe_error(error: Exception) -> tuple[str, str]:
     """(reason label, message) for an upload failure."""
-    if isinstance(error, botocore.exceptions.ClientError):
+    try:
+        from botocore import exceptions
+    except ImportError:  # boto3 itself is missing: the client factory raised this
+        return type(error).__name__, str(error)
+    if isinstance(error, exceptions.ClientError):
         code = str(error.response.get("Error", {}).get("Code", "unknown"))
         hints = {
             "NoSuchBucket": "the bucket does not exist",
@@ -43,13 +80,18 @@ def describe_error(error: Exception) -> tuple[str, str]:
             "AccessDenied": "the credentials may not write this bucket",
         }
         return code, hints.get(code, str(error))
-    if isinstance(error, botocore.exceptions.NoCredentialsError):
+    if isinstance(error, exceptions.NoCredentialsError):
         return "NoCredentials", "no AWS credentials found in the standard chain"
-    if isinstance(error, botocore.exceptions.EndpointConnectionError | ConnectionError):
+    if isinstance(error, exceptions.EndpointConnectionError | ConnectionError):
         return "Unreachable", f"the S3 endpoint is unreachable: {error}"
-    if isinstance(error, botocore.exceptions.BotoCoreError):
-        return type(error).__name__, str(error)
     return type(error).__name__, str(error)
+
+
+@dataclass
+class _Entry:
+    dump: Dump
+    due: float  # time.monotonic() of the next attempt
+    failures: int = 0  # consecutive failures of this dump
 
 
 class Uploader:
@@ -58,34 +100,41 @@ class Uploader:
         spool: Spool,
         bucket: str,
         client_factory: Callable[[], Any],
-        min_backoff: float = 1.0,
-        max_backoff: float = 60.0,
+        min_backoff: float | None = None,
+        max_backoff: float | None = None,
         on_result: Callable[[str, str], None] | None = None,
     ) -> None:
+        if min_backoff is None or max_backoff is None:
+            env_min, env_max = backoff_from_env(os.environ)
+            min_backoff = env_min if min_backoff is None else min_backoff
+            max_backoff = env_max if max_backoff is None else max_backoff
         self._spool = spool
         self._bucket = bucket
         self._client_factory = client_factory
         self._client: Any = None
         self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
+        self._max_backoff = max(min_backoff, max_backoff)
         self._on_result = on_result or (lambda outcome, reason: None)
-        self._pending: dict[str, Dump] = {}
+        self._pending: dict[str, _Entry] = {}
         self._lock = threading.Condition()
         self._stopping = False
-        self._deadline = float("inf")
-        self._backoff = 0.0
-        self._failures = 0  # consecutive failures, for the backoff
+        self._deadline = math.inf
         self._thread = threading.Thread(target=self._run, name="uploader", daemon=True)
 
+    @property
+    def backoff_bounds(self) -> tuple[float, float]:
+        return self._min_backoff, self._max_backoff
+
     def start(self) -> None:
+        now = time.monotonic()
         for dump in self._spool.dumps():
             log.info("upload-queued", key=dump.key, source="left by an earlier run")
-            self._pending[dump.key] = dump
+            self._pending[dump.key] = _Entry(dump, now)
         self._thread.start()
 
     def submit(self, dump: Dump) -> None:
         with self._lock:
-            self._pending[dump.key] = dump
+            self._pending[dump.key] = _Entry(dump, time.monotonic())
             self._lock.notify()
 
     def pending(self) -> int:
@@ -97,7 +146,8 @@ class Uploader:
         with self._lock:
             self._stopping = True
             self._deadline = time.monotonic() + grace
-            self._backoff = 0.0  # one more try for each pending dump before leaving
+            for entry in self._pending.values():  # one more try for each before leaving
+                entry.due = 0.0
             self._lock.notify()
         self._thread.join(grace + 1.0)
         left = self.pending()
@@ -109,60 +159,71 @@ class Uploader:
                 reason="shutdown grace ended; they upload on the next start",
             )
 
+    def delay(self, failures: int) -> float:
+        """The wait after a dump's `failures`-th consecutive failure: never above the cap."""
+        step = min(self._max_backoff, self._min_backoff * 2 ** min(failures - 1, 60))
+        return step * random.uniform(_JITTER, 1.0)
+
     def _next(self) -> Dump | None:
         with self._lock:
             while True:
-                if self._stopping and time.monotonic() >= self._deadline:
+                now = time.monotonic()
+                if self._stopping and (now >= self._deadline or not self._pending):
                     return None
-                if self._pending and self._backoff <= 0:
-                    return next(iter(self._pending.values()))
-                if self._stopping and not self._pending:
-                    return None
-                wait = self._backoff if self._pending else None
+                wait: float | None = None
+                if self._pending:
+                    first = min(self._pending.values(), key=lambda entry: entry.due)
+                    if first.due <= now:
+                        return first.dump
+                    wait = first.due - now
                 if self._stopping:
-                    wait = min(wait or 0.0, self._deadline - time.monotonic())
-                started = time.monotonic()
+                    wait = min(math.inf if wait is None else wait, self._deadline - now)
                 self._lock.wait(wait)
-                self._backoff = max(0.0, self._backoff - (time.monotonic() - started))
 
     def _run(self) -> None:
         while (dump := self._next()) is not None:
             try:
-                self._upload(dump)
+                uploaded = self._upload(dump)
             except Exception as error:
-                reason, message = describe_error(error)
-                self._client = None  # re-read credentials and endpoint on the next try
-                with self._lock:
-                    self._failures += 1
-                    step = self._min_backoff * 2 ** min(self._failures - 1, 20)
-                    self._backoff = min(self._max_backoff, step) * random.uniform(0.8, 1.2)
-                    # Move the failed dump to the back so one bad dump cannot starve others.
-                    if dump.key in self._pending:
-                        self._pending[dump.key] = self._pending.pop(dump.key)
-                log.warn(
-                    "upload-failed",
-                    key=dump.key,
-                    bucket=self._bucket,
-                    reason=reason,
-                    detail=message,
-                    retry_in=f"{self._backoff:.1f}s",
-                    kept=str(dump.profile_path),
-                )
-                self._on_result("failed", reason)
+                self._failed(dump, error)
                 continue
             with self._lock:
                 self._pending.pop(dump.key, None)
-                self._failures = 0
-            log.info("upload-done", key=dump.key, bucket=self._bucket)
-            self._on_result("uploaded", "")
+            if uploaded:
+                log.info("upload-done", key=dump.key, bucket=self._bucket)
+                self._on_result("uploaded", "")
+            else:
+                log.warn("upload-skipped", key=dump.key, reason="the profile left DUMP_DIR")
 
-    def _upload(self, dump: Dump) -> None:
+    def _failed(self, dump: Dump, error: Exception) -> None:
+        reason, message = describe_error(error)
+        self._client = None  # re-read credentials and endpoint on the next try
+        with self._lock:
+            entry = self._pending.get(dump.key)
+            if entry is None:
+                return
+            entry.failures += 1
+            failures = entry.failures
+            wait = self.delay(failures)
+            entry.due = time.monotonic() + wait
+        log.warn(
+            "upload-failed",
+            key=dump.key,
+            bucket=self._bucket,
+            reason=reason,
+            detail=message,
+            attempt=failures,
+            retry_in=f"{wait:.3f}s",
+            kept=str(dump.profile_path),
+        )
+        self._on_result("failed", reason)
+
+    def _upload(self, dump: Dump) -> bool:
+        """Put both objects, then remove the local files; False when the profile is gone."""
+        if not dump.profile_path.exists():
+            return False
         if self._client is None:
             self._client = self._client_factory()
-        if not dump.profile_path.exists():
-            with self._lock:
-                self._pending.pop(dump.key, None)
-            return
         self._client.put_object(
             Bucket=self._bucket,
             Key=dump.key,
@@ -179,3 +240,4 @@ class Uploader:
         # Both objects confirmed: only now do the local files go.
         dump.metadata_path.unlink(missing_ok=True)
         dump.profile_path.unlink(missing_ok=True)
+        return True

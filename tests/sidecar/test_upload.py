@@ -220,3 +220,52 @@ def test_sidecar_uploads_earlier_runs_dumps_and_stops_on_sigterm(
     assert 'source="left by an earlier run"' in stderr
     assert "event=signal name=SIGTERM" in stderr
     assert object_body(minio, bucket, left.key) == b"\x1f\x8b-profile-7"
+
+
+def test_an_idle_uploader_does_not_load_boto3(tmp_path: Path) -> None:
+    """What `python -m sidecar` imports and builds with BUCKET set and nothing spooled leaves
+    boto3 and botocore unloaded (most of the idle watcher's memory); the first client loads
+    them. A fresh interpreter, so this test process's own boto3 does not count."""
+    script = f"""
+import sys, time
+import sidecar.__main__
+from sidecar.spool import Spool
+from sidecar.upload import Uploader, make_s3_client
+spool = Spool(__import__("pathlib").Path({str(tmp_path / "spool")!r}), 10, 1 << 20)
+spool.prepare()
+uploader = Uploader(spool, "dumps", lambda: make_s3_client("http://127.0.0.1:9"))
+uploader.start()
+time.sleep(0.2)
+uploader.stop(1)
+idle = sorted(m for m in sys.modules if m.split(".")[0] in ("boto3", "botocore"))
+make_s3_client("http://127.0.0.1:9")
+print(idle, "boto3" in sys.modules and "botocore.client" in sys.modules)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(REPO), "AWS_REGION": "us-east-1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["[]", "True"], result.stdout
+
+
+def test_backoff_doubles_and_never_passes_its_cap(tmp_path: Path) -> None:
+    uploader = Uploader(Spool(tmp_path, 1, 1 << 20), "b", lambda: None, 0.5, 8.0)
+    for failures in range(1, 80):
+        step = min(8.0, 0.5 * 2 ** (failures - 1))
+        for _ in range(20):
+            assert 0.8 * step <= uploader.delay(failures) <= step
+
+
+def test_backoff_bounds_come_from_the_environment(tmp_path: Path, monkeypatch, logs) -> None:
+    spool = Spool(tmp_path, 1, 1 << 20)
+    monkeypatch.setenv("UPLOAD_BACKOFF_MIN", "250ms")
+    monkeypatch.setenv("UPLOAD_BACKOFF_MAX", "2m")
+    assert Uploader(spool, "b", lambda: None).backoff_bounds == (0.25, 120.0)
+    monkeypatch.setenv("UPLOAD_BACKOFF_MAX", "100ms")  # below the minimum: refused
+    assert Uploader(spool, "b", lambda: None).backoff_bounds == (1.0, 60.0)
+    assert logs.matching("event=config-invalid", "UPLOAD_BACKOFF_MIN/UPLOAD_BACKOFF_MAX")
