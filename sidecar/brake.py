@@ -12,15 +12,19 @@ Both are restored when the capture ends, or after `max_hold` seconds even if the
 hangs. On v1, the OOM killer is re-enabled first; the old limit is written back as soon
 as usage fits under it (retried for `restore_deadline` seconds: a process that kept
 leaking is OOM-killed at the raised limit, which frees the room).
+
+Every file is opened through the group's held folder, and every value written is one the
+brake formats itself from numbers it parsed: what it read is never written back as text.
 """
 
+import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from pathlib import Path
 
 from sidecar import log
+from sidecar.cgroupfs import CgroupDir
 from sidecar.detect import Watch
 
 MiB = 1024 * 1024
@@ -30,21 +34,34 @@ V1_RAISE_FRACTION = 8  # raise by limit / 8 ...
 V1_RAISE_CAP = 256 * MiB  # ... but never by more than this
 
 
-def _read(path: Path) -> str:
-    return path.read_text().strip()
+def _number(folder: CgroupDir, name: str) -> int:
+    """A cgroup file holding one integer, parsed (ValueError when it holds anything else)."""
+    text = folder.read(name, 64).strip()
+    if not text.isdigit():
+        raise ValueError(f"{name} holds {text[:32]!r}, not a number")
+    return int(text)
 
 
-def _write(path: Path, value: str) -> None:
-    with open(path, "w") as handle:
-        handle.write(value)
+def _limit_or_max(folder: CgroupDir, name: str) -> int | None:
+    """memory.high / memory.max: a number, or None for `max`."""
+    text = folder.read(name, 64).strip()
+    if text == b"max":
+        return None
+    if not text.isdigit():
+        raise ValueError(f"{name} holds {text[:32]!r}, not a number or max")
+    return int(text)
 
 
-def _oom_kill_disable(cgroup_dir: Path) -> str:
-    for line in _read(cgroup_dir / "memory.oom_control").splitlines():
-        name, _, value = line.partition(" ")
-        if name == "oom_kill_disable":
-            return value
-    raise OSError(f"{cgroup_dir / 'memory.oom_control'} has no oom_kill_disable line")
+def _format_limit(value: int | None) -> str:
+    return "max" if value is None else str(value)
+
+
+def _oom_kill_disable(folder: CgroupDir) -> bool:
+    for line in folder.read("memory.oom_control", 4096).splitlines():
+        name, _, value = line.partition(b" ")
+        if name == b"oom_kill_disable":
+            return value.strip() == b"1"
+    raise OSError(f"{folder}/memory.oom_control has no oom_kill_disable line")
 
 
 def v1_raise(limit: int) -> int:
@@ -72,7 +89,7 @@ class EmergencyBrake:
         self.max_hold = max_hold
         self.restore_deadline = restore_deadline
         self._lock = threading.Lock()
-        self._held: set[Path] = set()
+        self._held: set[CgroupDir] = set()
 
     def holding(self, watch: Watch) -> AbstractContextManager[None]:
         return self._hold(watch)
@@ -80,19 +97,19 @@ class EmergencyBrake:
     @contextmanager
     def _hold(self, watch: Watch) -> Iterator[None]:
         with self._lock:
-            if watch.cgroup_dir in self._held:  # another capture in this group holds it
+            if watch.cgroup.folder in self._held:  # another capture in this group holds it
                 yield
                 return
-            self._held.add(watch.cgroup_dir)
+            self._held.add(watch.cgroup.folder)
         try:
             undo = self._engage_v1(watch) if watch.version == 1 else self._engage_v2(watch)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             log.warn(
                 "brake-failed",
-                cgroup=watch.cgroup_dir,
+                cgroup=watch.cgroup.path,
                 reason=f"could not engage, capturing without it: {error}",
             )
-            self._release(watch.cgroup_dir)
+            self._release(watch.cgroup.folder)
             yield
             return
         restore = _once(lambda: self._restore(watch, undo))
@@ -105,65 +122,64 @@ class EmergencyBrake:
             timer.cancel()
             restore()
 
-    def _release(self, cgroup_dir: Path) -> None:
+    def _release(self, folder: CgroupDir) -> None:
         with self._lock:
-            self._held.discard(cgroup_dir)
+            self._held.discard(folder)
 
     def _restore(self, watch: Watch, undo: Callable[[], None]) -> None:
         try:
             undo()
         finally:
-            self._release(watch.cgroup_dir)
+            self._release(watch.cgroup.folder)
 
     def _engage_v2(self, watch: Watch) -> Callable[[], None]:
-        high_file = watch.cgroup_dir / "memory.high"
-        old_high = _read(high_file)
-        usage = int(_read(watch.cgroup_dir / "memory.current"))
-        max_text = _read(watch.cgroup_dir / "memory.max")
-        limit = None if max_text == "max" else int(max_text)
-        high = v2_high(usage, watch.threshold_bytes, limit)
-        _write(high_file, str(high))
+        folder, label = watch.cgroup.folder, watch.cgroup.path
+        old_high = _limit_or_max(folder, "memory.high")
+        usage = _number(folder, "memory.current")
+        high = v2_high(usage, watch.threshold_bytes, _limit_or_max(folder, "memory.max"))
+        folder.write("memory.high", str(high))
         log.warn(
             "brake-engaged",
-            cgroup=watch.cgroup_dir,
-            memory_high=f"{old_high}->{high}",
+            cgroup=label,
+            memory_high=f"{_format_limit(old_high)}->{high}",
             max_hold=f"{self.max_hold:g}s",
         )
 
         def undo() -> None:
             try:
-                _write(high_file, old_high)
-                log.warn("brake-released", cgroup=watch.cgroup_dir, memory_high=old_high)
+                folder.write("memory.high", _format_limit(old_high))
+                log.warn("brake-released", cgroup=label, memory_high=_format_limit(old_high))
             except OSError as error:
                 log.error(
                     "brake-restore-failed",
-                    cgroup=watch.cgroup_dir,
-                    memory_high=old_high,
+                    cgroup=label,
+                    memory_high=_format_limit(old_high),
                     reason=str(error),
                 )
 
         return undo
 
     def _engage_v1(self, watch: Watch) -> Callable[[], None]:
-        group = watch.cgroup_dir
-        oom_control = group / "memory.oom_control"
-        limit_file = group / "memory.limit_in_bytes"
-        memsw_file = group / "memory.memsw.limit_in_bytes"
-        old_disable = _oom_kill_disable(group)
-        old_limit = int(_read(limit_file))
-        old_memsw = int(_read(memsw_file)) if memsw_file.exists() else None
+        folder, label = watch.cgroup.folder, watch.cgroup.path
+        was_disabled = _oom_kill_disable(folder)
+        old_limit = _number(folder, "memory.limit_in_bytes")
+        old_memsw = (
+            _number(folder, "memory.memsw.limit_in_bytes")
+            if folder.has("memory.memsw.limit_in_bytes")
+            else None
+        )
         raised = old_limit + v1_raise(old_limit)
-        _write(oom_control, "1")
+        folder.write("memory.oom_control", "1")
         try:
             if old_memsw is not None and old_memsw < raised:
-                _write(memsw_file, str(raised))
-            _write(limit_file, str(raised))
+                folder.write("memory.memsw.limit_in_bytes", str(raised))
+            folder.write("memory.limit_in_bytes", str(raised))
         except OSError as error:
-            log.warn("brake-raise-refused", cgroup=group, reason=f"{error}; oom_kill_disable alone")
+            log.warn("brake-raise-refused", cgroup=label, reason=f"{error}; oom_kill_disable alone")
             raised = old_limit
         log.warn(
             "brake-engaged",
-            cgroup=group,
+            cgroup=label,
             oom_kill_disable=1,
             limit=f"{old_limit}->{raised}",
             max_hold=f"{self.max_hold:g}s",
@@ -171,45 +187,52 @@ class EmergencyBrake:
 
         def undo() -> None:
             try:
-                _write(oom_control, old_disable)
+                folder.write("memory.oom_control", "1" if was_disabled else "0")
             except OSError as error:
                 log.error(
                     "brake-restore-failed",
-                    cgroup=group,
-                    oom_kill_disable=old_disable,
+                    cgroup=label,
+                    oom_kill_disable=int(was_disabled),
                     reason=str(error),
                 )
-            if raised != old_limit and not self._try_lower(group, old_limit, old_memsw):
+            if raised != old_limit and not self._try_lower(watch, old_limit, old_memsw):
                 # Usage is above the old limit for now: keep trying apart from the loop.
                 threading.Thread(
                     target=self._lower_limit,
-                    args=(group, old_limit, old_memsw),
+                    args=(watch, old_limit, old_memsw),
                     name="brake-restore",
                     daemon=True,
                 ).start()
 
         return undo
 
-    def _try_lower(self, group: Path, old_limit: int, old_memsw: int | None) -> bool:
+    def _try_lower(self, watch: Watch, old_limit: int, old_memsw: int | None) -> bool:
         """Write the old limits back; False while usage does not fit under them (EBUSY)."""
+        folder = watch.cgroup.folder
         try:
-            _write(group / "memory.limit_in_bytes", str(old_limit))
+            folder.write("memory.limit_in_bytes", str(old_limit))
             if old_memsw is not None:
-                _write(group / "memory.memsw.limit_in_bytes", str(old_memsw))
-        except FileNotFoundError:
+                folder.write("memory.memsw.limit_in_bytes", str(old_memsw))
+        except (FileNotFoundError, ProcessLookupError):
             return True  # the group is gone with its limits
-        except OSError:
-            return False
-        log.warn("brake-released", cgroup=group, oom_kill_disable="restored", limit=old_limit)
+        except OSError as error:
+            # ENODEV/EBADF: removed, or the watch was dropped with its process.
+            return error.errno in (errno.ENODEV, errno.EBADF)
+        log.warn(
+            "brake-released",
+            cgroup=watch.cgroup.path,
+            oom_kill_disable="restored",
+            limit=old_limit,
+        )
         return True
 
-    def _lower_limit(self, group: Path, old_limit: int, old_memsw: int | None) -> None:
+    def _lower_limit(self, watch: Watch, old_limit: int, old_memsw: int | None) -> None:
         end = time.monotonic() + self.restore_deadline
-        while not self._try_lower(group, old_limit, old_memsw):
+        while not self._try_lower(watch, old_limit, old_memsw):
             if time.monotonic() > end:
                 log.error(
                     "brake-restore-failed",
-                    cgroup=group,
+                    cgroup=watch.cgroup.path,
                     limit=old_limit,
                     reason=f"usage stays above the old limit after {self.restore_deadline:g}s",
                 )

@@ -1,12 +1,13 @@
 """A process's memory cgroup: where it is, and how full it is.
 
 The cgroup is resolved from /proc/<pid>/cgroup and /proc/<pid>/mountinfo, and its files are
-read through /proc/<pid>/root, so the watcher sees the cgroupfs exactly as the process's
-container mounts it. Both files show cgroup paths relative to the *reader's* cgroup
-namespace; the mountinfo `root` field says which cgroup the mount's top is. The process's
-directory is the mount point plus its cgroup path relative to that root. When the mount's
-root is not an ancestor (a cgroup namespace whose `0::/` view the mount does not share) the
-mount point itself is the process's cgroup.
+reached through /proc/<pid>/root, so the watcher sees the cgroupfs exactly as the process's
+container mounts it; the folder is opened once and held (`sidecar.cgroupfs`), since what
+that path means is the app's to change. Both files show cgroup paths relative to the
+*reader's* cgroup namespace; the mountinfo `root` field says which cgroup the mount's top
+is. The process's folder is the mount point plus its cgroup path relative to that root.
+When the mount's root is not an ancestor (a cgroup namespace whose `0::/` view the mount
+does not share) the mount point itself is the process's cgroup.
 """
 
 import os
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from sidecar.cgroupfs import CgroupDir
 from sidecar.config import MemoryMetric
 
 # cgroup v1 writes "no limit" as PAGE_COUNTER_MAX pages rounded to the page size (about
@@ -31,7 +33,18 @@ class CgroupError(Exception):
 class MemoryCgroup:
     version: Literal[1, 2]
     path: str  # cgroup path as /proc/<pid>/cgroup names it
-    directory: Path  # the directory, as this process can open it
+    folder: CgroupDir  # held open; every file of the group is opened through it
+
+    @property
+    def usage_file(self) -> str:
+        return "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+
+    @property
+    def limit_file(self) -> str:
+        return "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+
+    def close(self) -> None:
+        self.folder.close()
 
 
 class MemorySample(NamedTuple):  # a tuple: built many times a second, cheaply
@@ -127,80 +140,56 @@ def locate(version: Literal[1, 2], path: str, mounts: list[Mount]) -> tuple[str,
 
 
 def resolve(proc_root: Path, pid: int) -> MemoryCgroup:
-    """The memory cgroup of `pid`; CgroupError (or FileNotFoundError if it vanished)."""
+    """The memory cgroup of `pid`, its folder held open; CgroupError (or FileNotFoundError
+    if it vanished). /proc/<pid>/cgroup and mountinfo are the kernel's; the folder path is
+    walked beneath the process's root without following any link."""
     base = proc_root / str(pid)
     try:
-        version, path = parse_cgroup_file((base / "cgroup").read_text())
-        mounts = parse_mountinfo((base / "mountinfo").read_text())
+        version, path = parse_cgroup_file(_read_bounded(base / "cgroup"))
+        mounts = parse_mountinfo(_read_bounded(base / "mountinfo"))
     except FileNotFoundError:
         raise
     except OSError as error:
         raise CgroupError(f"cannot read {error.filename}: {error.strerror}") from error
     mount_point, rel = locate(version, path, mounts)
-    directory = base / "root" / mount_point.lstrip("/")
-    if rel:
-        directory = directory / rel
-    marker = "memory.usage_in_bytes" if version == 1 else "memory.current"
-    if not (directory / marker).exists():
-        raise CgroupError(f"{directory / marker} does not exist (cgroup {path}, v{version})")
-    return MemoryCgroup(version=version, path=path, directory=directory)
+    where = posixpath.join(mount_point, rel) if rel else mount_point
+    try:
+        root_fd = os.open(base / "root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise CgroupError(f"cannot open {base / 'root'}: {error.strerror}") from error
+    try:
+        folder = CgroupDir.beneath(root_fd, where, path)
+    except FileNotFoundError:
+        raise CgroupError(f"{where} does not exist in the process's root (cgroup {path})") from None
+    except OSError as error:
+        raise CgroupError(f"{where} in the process's root is unsafe: {error.strerror}") from None
+    finally:
+        os.close(root_fd)
+    resolved = MemoryCgroup(version=version, path=path, folder=folder)
+    if not folder.has(resolved.usage_file):
+        folder.close()
+        raise CgroupError(f"{where}/{resolved.usage_file} is missing (cgroup {path}, v{version})")
+    return resolved
 
 
-def _memory_stat(directory: Path) -> dict[str, int]:
-    fields: dict[str, int] = {}
-    for line in (directory / "memory.stat").read_text().splitlines():
-        key, _, value = line.partition(" ")
-        if value.strip().isdigit():
-            fields[key] = int(value)
-    return fields
+MOUNTINFO_MAX = 4 * 1024 * 1024  # far above a container's mount table
 
 
-def _v1_limit(directory: Path, stat: dict[str, int]) -> int | None:
-    limit = int((directory / "memory.limit_in_bytes").read_text())
-    # A parent's limit binds too (use_hierarchy): memory.stat reports the tightest one.
-    hierarchical = stat.get("hierarchical_memory_limit")
-    if hierarchical:
-        limit = min(limit, hierarchical)
-    return None if limit >= V1_UNLIMITED else limit
-
-
-def _v2_limit(directory: Path) -> int | None:
-    text = (directory / "memory.max").read_text().strip()
-    return None if text == "max" else int(text)
-
-
-def sample(cgroup: MemoryCgroup, metric: MemoryMetric) -> MemorySample:
-    """Usage and limit now; OSError when the cgroup vanished with its process."""
-    directory = cgroup.directory
-    stat = _memory_stat(directory)
-    if cgroup.version == 1:
-        usage = int((directory / "memory.usage_in_bytes").read_text())
-        inactive_file = stat.get("total_inactive_file", 0)
-        limit = _v1_limit(directory, stat)
-    else:
-        usage = int((directory / "memory.current").read_text())
-        inactive_file = stat.get("inactive_file", 0)
-        limit = _v2_limit(directory)
-    chosen = max(usage - inactive_file, 0) if metric == "working_set" else usage
-    return MemorySample(
-        usage_bytes=chosen,
-        raw_usage_bytes=usage,
-        inactive_file_bytes=inactive_file,
-        limit_bytes=limit,
-    )
-
-
-def read_limit(cgroup: MemoryCgroup) -> int | None:
-    """The memory limit in bytes, None when unlimited."""
-    if cgroup.version == 1:
-        return _v1_limit(cgroup.directory, _memory_stat(cgroup.directory))
-    return _v2_limit(cgroup.directory)
+def _read_bounded(path: Path, limit: int = MOUNTINFO_MAX) -> str:
+    with open(path, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise CgroupError(f"{path} is larger than {limit} bytes")
+    return data.decode(errors="replace")
 
 
 class Sampler:
-    """`sample` for one cgroup, many times a second: its files stay open and are re-read
-    with pread, only the one memory.stat field needed is picked out, and the limit is the
-    caller's (re-read by the refresh, not on every sample). OSError once the cgroup is gone.
+    """The one reader of a cgroup's memory files, many times a second: they are opened once
+    through the held folder and re-read with pread, only the memory.stat field needed is
+    picked out, and the limit is the caller's (re-read by the refresh, not on every sample).
+    OSError once the cgroup is gone.
 
     memory.stat costs most of a sample (tens of lines formatted by the kernel), so with a
     threshold it is read only when raw usage reaches it: the working set (usage minus
@@ -208,27 +197,29 @@ class Sampler:
     `stat_reads` counts the memory.stat reads."""
 
     def __init__(self, cgroup: MemoryCgroup, metric: MemoryMetric) -> None:
-        usage_file = "memory.usage_in_bytes" if cgroup.version == 1 else "memory.current"
         self._inactive_key = (
             b"\ntotal_inactive_file " if cgroup.version == 1 else b"\ninactive_file "
         )
-        limit_file = "memory.limit_in_bytes" if cgroup.version == 1 else "memory.max"
         self._version = cgroup.version
         self._working_set = metric == "working_set"
         self._fds: list[int] = []
         try:
-            for name in (usage_file, "memory.stat", limit_file):
-                self._fds.append(os.open(cgroup.directory / name, os.O_RDONLY | os.O_CLOEXEC))
+            for name in (cgroup.usage_file, "memory.stat", cgroup.limit_file):
+                self._fds.append(cgroup.folder.open(name))
         except OSError:
             self.close()
             raise
         self._usage_fd, self._stat_fd, self._limit_fd = self._fds
         self.stat_reads = 0
 
+    def usage(self) -> int:
+        """Raw usage (page cache included) now."""
+        return int(os.pread(self._usage_fd, 64, 0))
+
     def sample(self, limit_bytes: int | None, threshold_bytes: int | None = None) -> MemorySample:
         """Usage now; with `threshold_bytes`, memory.stat is skipped while raw usage is below
         it (the sample then carries raw usage and inactive_file_bytes None)."""
-        usage = int(os.pread(self._usage_fd, 64, 0))
+        usage = self.usage()
         if threshold_bytes is not None and usage < threshold_bytes:
             return MemorySample(
                 usage_bytes=usage,
@@ -246,7 +237,7 @@ class Sampler:
         )
 
     def limit(self) -> int | None:
-        """As `read_limit`, from the open files."""
+        """The memory limit in bytes, None when unlimited."""
         text = os.pread(self._limit_fd, 64, 0).strip()
         if self._version == 2:
             return None if text == b"max" else int(text)

@@ -12,9 +12,9 @@ import threading
 from collections.abc import Hashable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Protocol
 
+from sidecar.cgroup import MemoryCgroup
 from sidecar.config import MemoryMetric
 
 
@@ -23,9 +23,12 @@ class Watch:
     """One process's cgroup as the detector needs it."""
 
     key: Hashable  # the loop's process key (pid + start time)
-    cgroup_dir: Path  # the cgroup's directory, as this process can open it
-    version: Literal[1, 2]
+    cgroup: MemoryCgroup  # its folder held open: equal when it is the same folder
     threshold_bytes: int  # usage at which the loop wants to look at once
+
+    @property
+    def version(self) -> Literal[1, 2]:
+        return self.cgroup.version
 
 
 class Detector(Protocol):

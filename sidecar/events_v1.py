@@ -3,8 +3,10 @@
 Writing `"<eventfd> <fd of memory.usage_in_bytes> <bytes>"` to the group's
 `cgroup.event_control` arms a threshold; the kernel signals the eventfd in the same
 millisecond usage crosses it (in either direction) and also when the group is removed.
-A registration remembers the identity (device, inode) of the group directory it was made
-on, so a group recreated under the same path (a restarted container) is registered anew.
+Every file is opened through the group's held folder (`sidecar.cgroupfs`), never by path.
+A removed group signals the eventfd and its threshold is disarmed for good: its processes
+are gone with it, and a restarted container is a new process in a new group, watched anew
+from /proc/<pid>/cgroup (nothing is re-armed by a path the app could redirect).
 
 The kernel compares `memory.usage_in_bytes`, page cache included; the watcher's default
 metric is the working set (usage - inactive_file). So each watch gets a second threshold,
@@ -21,7 +23,6 @@ import threading
 from collections.abc import Hashable
 from contextlib import suppress
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from sidecar import cgroup, log
 from sidecar.detect import Watch
@@ -34,34 +35,29 @@ class ThresholdError(OSError):
     """A threshold could not be armed; the message says why (the watch falls back to polling)."""
 
 
-def events_unavailable(cgroup_dir: Path) -> str | None:
-    """Why eventfd thresholds cannot be armed on `cgroup_dir`, or None when they can."""
-    control = cgroup_dir / EVENT_CONTROL
-    if not control.exists():
-        return f"{control} does not exist (not a cgroup v1 memory group)"
-    if not (cgroup_dir / USAGE_FILE).exists():
-        return f"{cgroup_dir / USAGE_FILE} does not exist"
-    if not os.access(control, os.W_OK):
-        return f"{control} is not writable (read-only cgroupfs, or not privileged)"
-    return None
-
-
-def _identity(cgroup_dir: Path) -> tuple[int, int] | None:
+def events_unavailable(group: cgroup.MemoryCgroup) -> str | None:
+    """Why eventfd thresholds cannot be armed on `group`, or None when they can."""
+    if group.version != 1 or not group.folder.has(EVENT_CONTROL):
+        return f"{group.path}/{EVENT_CONTROL} does not exist (not a cgroup v1 memory group)"
+    if not group.folder.has(USAGE_FILE):
+        return f"{group.path}/{USAGE_FILE} does not exist"
     try:
-        info = os.stat(cgroup_dir)
-    except OSError:
-        return None
-    return (info.st_dev, info.st_ino)
+        os.close(group.folder.open(EVENT_CONTROL, write=True))
+    except OSError as error:
+        return (
+            f"{group.path}/{EVENT_CONTROL} is not writable ({error.strerror}: read-only "
+            "cgroupfs, or not privileged)"
+        )
+    return None
 
 
 @dataclass
 class Registration:
-    """One armed threshold: the eventfd the kernel signals, and what it was armed on."""
+    """One armed threshold: the eventfd the kernel signals, and the usage file it watches."""
 
     watch: Watch
     eventfd: int
     usage_fd: int
-    identity: tuple[int, int]
 
     def close(self) -> None:
         for fd in (self.eventfd, self.usage_fd):
@@ -69,23 +65,25 @@ class Registration:
                 os.close(fd)
 
     def still_current(self) -> bool:
-        """False once the group directory is gone or is another group of the same path."""
-        return _identity(self.watch.cgroup_dir) == self.identity
+        """False once the group is gone (its files answer ENODEV)."""
+        try:
+            os.pread(self.usage_fd, 32, 0)
+        except OSError:
+            return False
+        return True
 
 
 def arm(watch: Watch) -> Registration:
     """Arm `watch.threshold_bytes` on the watch's group; ThresholdError says why not."""
-    reason = events_unavailable(watch.cgroup_dir)
+    reason = events_unavailable(watch.cgroup)
     if reason is not None:
         raise ThresholdError(reason)
-    identity = _identity(watch.cgroup_dir)
-    if identity is None:
-        raise ThresholdError(f"{watch.cgroup_dir} vanished")
+    folder = watch.cgroup.folder
     eventfd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
     usage_fd = -1
     try:
-        usage_fd = os.open(watch.cgroup_dir / USAGE_FILE, os.O_RDONLY | os.O_CLOEXEC)
-        control = os.open(watch.cgroup_dir / EVENT_CONTROL, os.O_WRONLY | os.O_CLOEXEC)
+        usage_fd = folder.open(USAGE_FILE)
+        control = folder.open(EVENT_CONTROL, write=True)
         try:
             os.write(control, f"{eventfd} {usage_fd} {watch.threshold_bytes}".encode())
         finally:
@@ -95,9 +93,9 @@ def arm(watch: Watch) -> Registration:
         if usage_fd >= 0:
             os.close(usage_fd)
         raise ThresholdError(
-            f"arming a threshold on {watch.cgroup_dir / EVENT_CONTROL} failed: {error}"
+            f"arming a threshold on {watch.cgroup.path}/{EVENT_CONTROL} failed: {error}"
         ) from error
-    return Registration(watch, eventfd, usage_fd, identity)
+    return Registration(watch, eventfd, usage_fd)
 
 
 def drain(eventfd: int) -> bool:
@@ -201,7 +199,11 @@ class ThresholdSet:
         if not self._prearm_gap:
             return Armed(registration, None)
         try:
-            now = cgroup.sample(cgroup.MemoryCgroup(1, "", watch.cgroup_dir), "working_set")
+            sampler = cgroup.Sampler(watch.cgroup, "working_set")
+            try:
+                now = sampler.sample(None)
+            finally:
+                sampler.close()
         except (OSError, ValueError):
             return Armed(registration, None)  # the loop's gap poll and `correct` cover it
         return Armed(registration, _arm_above(registration, now.inactive_file_bytes or 0))
@@ -252,7 +254,7 @@ class ThresholdSet:
 
     def fired(self, eventfd: int) -> Hashable | None:
         """The key whose threshold (or group removal) signalled `eventfd`, after draining it.
-        A signal from a removed or replaced group disarms it for `rearm_stale`."""
+        A signal from a removed group disarms it for good (see the module's doc)."""
         registration = self._by_fd.get(eventfd)
         if registration is None or not drain(eventfd):
             return None
@@ -260,21 +262,12 @@ class ThresholdSet:
         if not registration.still_current():
             log.info(
                 "threshold-stale",
-                cgroup=registration.watch.cgroup_dir,
-                reason="cgroup removed or replaced; re-armed when it is back",
+                cgroup=registration.watch.cgroup.path,
+                reason="cgroup removed; its processes are gone",
             )
             self._disarm(key)
             self._stale[key] = registration.watch
         return key
-
-    def rearm_stale(self) -> None:
-        """Try again to arm the thresholds of groups that were removed or replaced."""
-        for watch in list(self._stale.values()):
-            try:
-                self._install(self._arm(watch))
-                log.info("threshold-rearmed", cgroup=watch.cgroup_dir)
-            except ThresholdError:
-                pass
 
     @property
     def stale(self) -> frozenset[Hashable]:

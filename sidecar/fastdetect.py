@@ -26,11 +26,11 @@ import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from contextlib import suppress
-from pathlib import Path
 from typing import Literal
 
 from sidecar import log
 from sidecar.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
+from sidecar.cgroupfs import CgroupDir
 from sidecar.config import MemoryMetric
 from sidecar.detect import Watch
 from sidecar.events_v1 import ThresholdSet
@@ -77,7 +77,7 @@ class FastDetector:
         self._planner = AdaptivePlanner(interval, min(min_interval, interval), planned_rate)
         self._inotify = Inotify()
         self._inotify_keys: dict[int, Hashable] = {}
-        self._inotify_paths: dict[Hashable, tuple[Path, int]] = {}
+        self._inotify_paths: dict[Hashable, tuple[CgroupDir, int]] = {}
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._routes: dict[Hashable, Route] = {}
         self._thresholds_by_key: dict[Hashable, int] = {}
@@ -131,21 +131,21 @@ class FastDetector:
         self._say_routes()
 
     def _sync_memory_events(self, watches: list[Watch]) -> None:
-        wanted = {w.key: w.cgroup_dir / MEMORY_EVENTS for w in watches}
-        for key, (path, wd) in list(self._inotify_paths.items()):
-            if wanted.get(key) != path:
+        wanted = {w.key: w.cgroup.folder for w in watches}
+        for key, (folder, wd) in list(self._inotify_paths.items()):
+            if wanted.get(key) != folder:
                 self._inotify.remove(wd)
                 self._inotify_keys.pop(wd, None)
                 del self._inotify_paths[key]
-        for key, path in wanted.items():
+        for key, folder in wanted.items():
             if key in self._inotify_paths:
                 continue
             try:
-                wd = self._inotify.add(path)
+                wd = folder.watch_file(MEMORY_EVENTS, self._inotify.add)
             except OSError as error:
                 log.info("memory-events-unwatched", key=key, reason=str(error))
                 continue
-            self._inotify_paths[key] = (path, wd)
+            self._inotify_paths[key] = (folder, wd)
             self._inotify_keys[wd] = key
 
     def _say_routes(self) -> None:
@@ -231,9 +231,6 @@ class FastDetector:
         return min(self._quiet, max(0.0, min(self._next.values()) - time.monotonic()))
 
     def wait(self) -> frozenset[Hashable]:
-        if self._thresholds.stale:
-            self._thresholds.rearm_stale()
-            self._sync_fds()
         fired: set[Hashable] = set()
         ready = self._poller.poll(self.timeout() * 1000.0)
         for fd, _events in ready:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 IN_MODIFY = 0x00000002
 IN_IGNORED = 0x00008000
+IN_DONT_FOLLOW = 0x02000000
 _IN_NONBLOCK = os.O_NONBLOCK
 _IN_CLOEXEC = os.O_CLOEXEC
 _EVENT_HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
@@ -30,9 +31,10 @@ class Inotify:
             raise OSError(errno, f"inotify_init1: {os.strerror(errno)}")
         self.fd: int = fd
 
-    def add(self, path: Path) -> int:
-        """Watch `path` for modification; returns its watch descriptor (OSError says why not)."""
-        wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), IN_MODIFY)
+    def add(self, path: str | Path) -> int:
+        """Watch `path` for modification (a last component that is a link is refused);
+        returns its watch descriptor (OSError says why not)."""
+        wd = _libc.inotify_add_watch(self.fd, os.fsencode(path), IN_MODIFY | IN_DONT_FOLLOW)
         if wd < 0:
             errno = ctypes.get_errno()
             raise OSError(errno, f"inotify_add_watch {path}: {os.strerror(errno)}")

@@ -1,5 +1,6 @@
 """One line per decision on stderr, as `key=value` pairs (grep- and logfmt-friendly)."""
 
+import re
 import sys
 import threading
 import time
@@ -15,11 +16,25 @@ def set_stream(stream: TextIO) -> None:
     _stream = stream
 
 
+def _escape(character: str) -> str:
+    if character in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[character]
+    return f"\\x{ord(character):02x}" if ord(character) < 0x100 else f"\\u{ord(character):04x}"
+
+
+# Control characters (C0, DEL, C1, and the Unicode line and paragraph separators) in a value
+# the app chose (its comm, an HTTP answer) could end a line or drive a terminal: each is
+# written as an escape, so one call is always one line.
+_NAMED_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u2028\u2029\\\\"]')
+_NEEDS_QUOTES = re.compile('[\\s"=\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
 def _quote(value: Any) -> str:
     text = str(value)
-    if text == "" or any(c in text for c in ' "=\n\t'):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-    return text
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return '"' + _UNSAFE.sub(lambda match: _escape(match.group()), text) + '"'
 
 
 def format_line(level: str, event: str, fields: dict[str, Any]) -> str:

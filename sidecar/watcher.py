@@ -50,9 +50,7 @@ class Watched:
 
     @property
     def watch(self) -> Watch:
-        return Watch(
-            self.process.key, self.cgroup.directory, self.cgroup.version, self.threshold_bytes
-        )
+        return Watch(self.process.key, self.cgroup, self.threshold_bytes)
 
 
 @dataclass(frozen=True)
@@ -132,6 +130,7 @@ class Watcher:
                 thread.join()
             for watched in self.watched.values():
                 watched.sampler.close()
+                watched.cgroup.close()
             log.info("watch-stop", watched=len(self.watched))
 
     def _refresh_until(self, stop: threading.Event) -> None:
@@ -215,6 +214,7 @@ class Watcher:
             self.fetcher.forget(gone.endpoints)
             self._ports.forget([key])
             gone.sampler.close()
+            gone.cgroup.close()
             log.info("process-gone", pid=key.pid, comm=gone.process.comm, captures=gone.captures)
             changed = True
         for watched in list(self.watched.values()):
@@ -246,21 +246,27 @@ class Watcher:
         """Start watching `process`; the reason when it cannot be watched."""
         try:
             resolved = cgroup.resolve(self.config.proc_root, process.pid)
-            limit = cgroup.read_limit(resolved)
         except FileNotFoundError:
             return "vanished while being looked at"
         except PermissionError as error:
             return f"cannot read its cgroup: {error}"
         except (cgroup.CgroupError, OSError, ValueError) as error:
             return f"cgroup not usable: {error}"
-        if limit is None:
-            return "no memory limit"
+        sampler: cgroup.Sampler | None = None
         try:
             sampler = cgroup.Sampler(resolved, self.config.memory_metric)
-        except FileNotFoundError:
-            return "vanished while being looked at"
-        except OSError as error:
-            return f"cgroup not usable: {error}"
+            limit = sampler.limit()
+        except (OSError, ValueError) as error:
+            limit, reason = None, f"cgroup not usable: {error}"
+            if isinstance(error, FileNotFoundError):
+                reason = "vanished while being looked at"
+        else:
+            reason = "no memory limit"
+        if sampler is None or limit is None:
+            if sampler is not None:
+                sampler.close()
+            resolved.close()
+            return reason
         watched = Watched(
             process,
             resolved,

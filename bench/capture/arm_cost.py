@@ -16,6 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(REPO)]
 
+from sidecar.cgroup import MemoryCgroup  # noqa: E402
+from sidecar.cgroupfs import CgroupDir  # noqa: E402
 from sidecar.detect import Watch  # noqa: E402
 from sidecar.events_v1 import Registration, arm  # noqa: E402
 from testinfra.cgroups import MiB, cgroup_v1_unavailable, memory_cgroup  # noqa: E402
@@ -32,14 +34,16 @@ def main() -> int:
     registrations: list[Registration] = []
     took_ms: list[float] = []
     with memory_cgroup(256 * MiB, prefix="oomdump-bench") as group:
+        held = MemoryCgroup(1, str(group.path), CgroupDir.at(group.path))
         try:
             for step in range(args.count):
                 started = time.perf_counter()
-                registrations.append(arm(Watch("bench", group.path, 1, (100 + step) * MiB)))
+                registrations.append(arm(Watch("bench", held, (100 + step) * MiB)))
                 took_ms.append(1000 * (time.perf_counter() - started))
         finally:
             for registration in registrations:
                 registration.close()
+            held.close()
     print("arm ms:", " ".join(f"{ms:.1f}" for ms in took_ms))
     print(f"median {statistics.median(took_ms):.1f} ms, max {max(took_ms):.1f} ms")
     return 0

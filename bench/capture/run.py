@@ -45,6 +45,7 @@ from inuse import inuse_bytes  # noqa: E402
 
 from testinfra.cgroups import MemoryCgroup, MiB, cgroup_v1_unavailable, memory_cgroup  # noqa: E402
 from testinfra.gobuild import build_local  # noqa: E402
+from testinfra.watcher_process import Lines, PodView, WatcherProcess  # noqa: E402
 
 PHASES = random.Random(6)  # seeded: the same start phases in every run of the bench
 LIMIT = 256 * MiB
@@ -73,91 +74,17 @@ def metric_of(mode: str) -> str:
     return MODES[mode].get("MEMORY_METRIC", "working_set")
 
 
-class Lines:
-    """A child's output lines, read on a thread, searchable while it runs."""
-
-    def __init__(self, stream: object) -> None:
-        self.lines: list[str] = []
-        self._new = threading.Condition()
-        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
-        self._thread.start()
-
-    def _read(self, stream: object) -> None:
-        for line in stream:  # type: ignore[attr-defined]
-            with self._new:
-                self.lines.append(line.rstrip("\n"))
-                self._new.notify_all()
-
-    def wait_for(self, predicate: object, deadline: float) -> str | None:
-        """The first line for which `predicate(line)` holds, waiting up to `deadline` s."""
-        end = time.monotonic() + deadline
-        seen = 0
-        with self._new:
-            while True:
-                for line in self.lines[seen:]:
-                    if predicate(line):  # type: ignore[operator]
-                        return line
-                seen = len(self.lines)
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                self._new.wait(left)
-
-
-class PodView:
-    """A PROC_ROOT that shows only the bench's leakers, as a pod's shared PID namespace
-    shows only the pod's processes (`/proc/<pid>` symlinks); None = the host's /proc."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = folder
-
-    @property
-    def proc_root(self) -> str:
-        return str(self.folder) if self.folder else "/proc"
-
-    def add(self, pid: int) -> None:
-        if self.folder:
-            (self.folder / str(pid)).symlink_to(f"/proc/{pid}")
-
-    def remove(self, pid: int) -> None:
-        if self.folder:
-            (self.folder / str(pid)).unlink(missing_ok=True)
-
-
-class Watcher:
+def start_watcher(env: dict[str, str], dump_dir: Path, view: PodView) -> WatcherProcess:
     """`python -m sidecar` in one detection mode, logging to a reader."""
-
-    def __init__(self, env: dict[str, str], dump_dir: Path, view: PodView) -> None:
-        full = {
-            **os.environ,
+    return WatcherProcess(
+        {
             **env,
             "CRITICAL": str(CRITICAL),
             "COOLDOWN": "30s",
             "DUMP_DIR": str(dump_dir),
             "PROC_ROOT": view.proc_root,
-            "PYTHONPATH": str(REPO),
         }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "sidecar"],
-            env=full,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.log = Lines(self.process.stderr)
-        if self.log.wait_for(lambda line: "event=watch-start" in line, 30) is None:
-            self.stop()
-            raise RuntimeError("the watcher did not start: " + "\n".join(self.log.lines[-20:]))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+    )
 
 
 def working_set(usage_fd: int, stat_fd: int) -> int:
@@ -292,7 +219,7 @@ def one_run(
     leaker: Path,
     shape: str,
     mode: str,
-    watcher: Watcher,
+    watcher: WatcherProcess,
     dump_dir: Path,
     view: PodView,
     page_cache_mib: int = 0,
@@ -478,7 +405,7 @@ def overhead(
         ExitStack() as stack,
     ):
         view = PodView(Path(proc) if pod_view else None)
-        watcher = Watcher(MODES[mode], Path(dump), view)
+        watcher = start_watcher(MODES[mode], Path(dump), view)
         stack.callback(watcher.stop)
         outs = []
         for _ in range(processes):
@@ -549,7 +476,7 @@ def main() -> int:
         dump_dir = Path(tempfile.mkdtemp(prefix="oomdump-bench-"))
         proc_dir = Path(tempfile.mkdtemp(prefix="oomdump-bench-proc-"))
         view = PodView(proc_dir if args.view == "pod" else None)
-        watcher = Watcher(MODES[mode], dump_dir, view)
+        watcher = start_watcher(MODES[mode], dump_dir, view)
         try:
             for shape in shapes:
                 for _ in range(args.runs):

@@ -11,8 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sidecar.adaptive import AdaptivePlanner, plan_interval
-from sidecar.detect import Watch, make_detector
+from sidecar.detect import make_detector
 from sidecar.fastdetect import FastDetector
+from tests.cgroup_watch import watch_at
+
+# The v2 groups here are prepared trees: this kernel has no v2 memory controller.
+pytestmark = pytest.mark.usefixtures("prepared_cgroup_trees")
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -70,7 +74,7 @@ def test_detector_tightens_near_the_threshold_on_a_v2_tree(tmp_path: Path) -> No
     group = v2_group(tmp_path, "app", 10 * MiB)
     detector = make_detector("auto", 30.0)
     try:
-        detector.watch([Watch("app", group, 2, 179 * MiB)])
+        detector.watch([watch_at("app", group, 2, 179 * MiB)])
         assert isinstance(detector, FastDetector)
         assert detector.mode == "adaptive"
         detector.note("app", 10 * MiB, time.monotonic())
@@ -90,7 +94,9 @@ def test_memory_events_change_ends_the_wait(tmp_path: Path) -> None:
     busy = v2_group(tmp_path, "busy", 10 * MiB)
     detector = make_detector("adaptive", 30.0)
     try:
-        detector.watch([Watch("quiet", quiet, 2, 179 * MiB), Watch("busy", busy, 2, 179 * MiB)])
+        detector.watch(
+            [watch_at("quiet", quiet, 2, 179 * MiB), watch_at("busy", busy, 2, 179 * MiB)]
+        )
         writer = threading.Thread(
             target=(busy / "memory.events").write_text,
             args=("low 0\nhigh 3\nmax 1\noom 0\noom_kill 0\n",),
@@ -107,7 +113,7 @@ def test_memory_events_change_ends_the_wait(tmp_path: Path) -> None:
 def test_wake_ends_the_wait(tmp_path: Path) -> None:
     detector = make_detector("adaptive", 30.0)
     try:
-        detector.watch([Watch("app", v2_group(tmp_path, "app", MiB), 2, 179 * MiB)])
+        detector.watch([watch_at("app", v2_group(tmp_path, "app", MiB), 2, 179 * MiB)])
         threading.Thread(target=detector.wake).start()
         started = time.monotonic()
         assert detector.wait() == frozenset()
@@ -123,8 +129,8 @@ def test_auto_routes_each_watch_to_what_its_cgroup_offers(tmp_path: Path) -> Non
     try:
         detector.watch(
             [
-                Watch("v2", v2_group(tmp_path, "app", MiB), 2, 179 * MiB),
-                Watch("v1", v1_without_events, 1, 179 * MiB),
+                watch_at("v2", v2_group(tmp_path, "app", MiB), 2, 179 * MiB),
+                watch_at("v1", v1_without_events, 1, 179 * MiB),
             ]
         )
         assert detector.routes() == {"v2": "adaptive", "v1": "poll"}
@@ -139,7 +145,7 @@ def test_only_the_watch_near_its_threshold_is_sampled_at_the_tight_pace(tmp_path
     try:
         near = v2_group(tmp_path, "near", 178 * MiB)
         far = v2_group(tmp_path, "far", 10 * MiB)
-        detector.watch([Watch("near", near, 2, 179 * MiB), Watch("far", far, 2, 179 * MiB)])
+        detector.watch([watch_at("near", near, 2, 179 * MiB), watch_at("far", far, 2, 179 * MiB)])
         now = 1000.0
         assert detector.due("near", now) and detector.due("far", now)
         detector.note("near", 178 * MiB, now)

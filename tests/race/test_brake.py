@@ -13,6 +13,7 @@ import pytest
 from sidecar.brake import EmergencyBrake, v1_raise
 from sidecar.detect import NoBrake, Watch, make_brake
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
+from tests.cgroup_watch import watch_at
 
 from .conftest import start_leaker, wait_for
 
@@ -30,7 +31,7 @@ def hang_in_brake(brake: EmergencyBrake, watch: Watch, release: threading.Event)
 def test_v1_engages_and_restores_around_a_capture() -> None:
     require_cgroup_v1()
     with memory_cgroup(128 * MiB, prefix="oomdump-race") as group:
-        watch = Watch("app", group.path, 1, 90 * MiB)
+        watch = watch_at("app", group.path, 1, 90 * MiB)
         with EmergencyBrake(max_hold=30).holding(watch):
             assert oom_kill_disable(group) == 1
             assert group.limit_bytes == 128 * MiB + v1_raise(128 * MiB) == 144 * MiB
@@ -45,7 +46,7 @@ def test_v1_restored_within_max_hold_when_the_capture_hangs() -> None:
         release = threading.Event()
         capture = threading.Thread(
             target=hang_in_brake,
-            args=(EmergencyBrake(max_hold=0.3), Watch("app", group.path, 1, 90 * MiB), release),
+            args=(EmergencyBrake(max_hold=0.3), watch_at("app", group.path, 1, 90 * MiB), release),
         )
         capture.start()
         try:
@@ -70,7 +71,7 @@ def test_v1_holds_a_real_oom_kill_off_then_lets_it_through(leaker: Path) -> None
         release = threading.Event()
         capture = threading.Thread(
             target=hang_in_brake,
-            args=(EmergencyBrake(max_hold=1.5), Watch("app", group.path, 1, 40 * MiB), release),
+            args=(EmergencyBrake(max_hold=1.5), watch_at("app", group.path, 1, 40 * MiB), release),
         )
         capture.start()
         try:
@@ -97,20 +98,22 @@ def v2_group(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_v2_sets_memory_high_just_above_usage_and_restores(tmp_path: Path) -> None:
     group = v2_group(tmp_path)
-    with EmergencyBrake(max_hold=30).holding(Watch("app", group, 2, 179 * MiB)):
+    with EmergencyBrake(max_hold=30).holding(watch_at("app", group, 2, 179 * MiB)):
         high = int((group / "memory.high").read_text())
         assert 180 * MiB < high < 256 * MiB
     assert (group / "memory.high").read_text() == "max"
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_v2_restored_within_max_hold_when_the_capture_hangs(tmp_path: Path) -> None:
     group = v2_group(tmp_path)
     release = threading.Event()
     capture = threading.Thread(
         target=hang_in_brake,
-        args=(EmergencyBrake(max_hold=0.3), Watch("app", group, 2, 179 * MiB), release),
+        args=(EmergencyBrake(max_hold=0.3), watch_at("app", group, 2, 179 * MiB), release),
     )
     capture.start()
     try:
@@ -122,23 +125,26 @@ def test_v2_restored_within_max_hold_when_the_capture_hangs(tmp_path: Path) -> N
         capture.join()
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_a_brake_that_cannot_engage_never_blocks_the_capture(
     tmp_path: Path, log_lines: io.StringIO
 ) -> None:
     captured = []
-    with EmergencyBrake().holding(Watch("app", tmp_path / "gone", 2, MiB)):
+    (tmp_path / "gone").mkdir()  # a folder without memory.high and memory.current
+    with EmergencyBrake().holding(watch_at("app", tmp_path / "gone", 2, MiB)):
         captured.append(True)
     assert captured == [True]
     assert "event=brake-failed" in log_lines.getvalue()
     assert "gone" in log_lines.getvalue()
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_a_second_capture_in_the_same_group_does_not_stack(tmp_path: Path) -> None:
     group = v2_group(tmp_path)
     brake = EmergencyBrake(max_hold=30)
-    with brake.holding(Watch("a", group, 2, 179 * MiB)):
+    with brake.holding(watch_at("a", group, 2, 179 * MiB)):
         engaged = (group / "memory.high").read_text()
-        with brake.holding(Watch("b", group, 2, 179 * MiB)):
+        with brake.holding(watch_at("b", group, 2, 179 * MiB)):
             assert (group / "memory.high").read_text() == engaged
         assert (group / "memory.high").read_text() == engaged
     assert (group / "memory.high").read_text() == "max"

@@ -15,6 +15,7 @@ from sidecar.detect import Watch, make_detector
 from sidecar.events_v1 import ThresholdError, arm, events_unavailable
 from sidecar.fastdetect import GAP_HOLD, GAP_POLL, NEAR, QUIET_INTERVAL, FastDetector
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
+from tests.cgroup_watch import group_at, watch_at
 
 from .conftest import start_leaker, wait_for
 
@@ -37,7 +38,7 @@ def test_eventfd_fires_when_a_real_process_crosses(leaker: Path) -> None:
         app = start_leaker(group, leaker, "gradual", "-rate", "128")
         detector = FastDetector("events", interval=2.0)
         try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
+            detector.watch([watch_at("app", group.path, 1, threshold)])
             assert detector.routes() == {"app": "events"}
             assert detector.mode == "events"
             os.kill(app.pid, signal.SIGUSR1)
@@ -50,29 +51,35 @@ def test_eventfd_fires_when_a_real_process_crosses(leaker: Path) -> None:
             detector.close()
 
 
-def test_threshold_rearmed_when_the_group_is_recreated(leaker: Path, group_path: Path) -> None:
+def test_a_group_recreated_at_the_same_path_is_not_rearmed_through_it(
+    leaker: Path, group_path: Path
+) -> None:
+    """The removed group's threshold is disarmed for good; a new group at the same path is
+    another folder (a new watch, from /proc/<pid>/cgroup), never re-armed by its path."""
     threshold = 48 * MiB
     group_path.mkdir()
     (group_path / "memory.limit_in_bytes").write_text(str(128 * MiB))
     detector = FastDetector("events", interval=0.5)
     try:
-        detector.watch([Watch("app", group_path, 1, threshold)])
-        first_identity = detector._thresholds._by_key["app"].identity
+        old = watch_at("app", group_path, 1, threshold)
+        detector.watch([old])
         group_path.rmdir()  # the container is gone: the kernel signals the eventfd
         wait_for_key(detector, "app", deadline=10)
         assert detector._thresholds.stale == {"app"}
+        assert detector._thresholds.armed() == frozenset()
 
         group_path.mkdir()  # restarted under the same path: a new group
         group = MemoryCgroup(group_path)
         group.set_limit(128 * MiB)
-        wait_for(
-            lambda: not detector.wait() and detector._thresholds.armed() == {"app"},
-            deadline=10,
-            what="the threshold to be re-armed",
-        )
-        assert detector._thresholds.stale == frozenset()
-        assert detector._thresholds._by_key["app"].identity != first_identity
+        detector.wait()
+        assert detector._thresholds.armed() == frozenset(), "re-armed through a path"
+        detector.watch([old])  # the old watch's folder is gone: polled, not armed
+        assert detector.routes() == {"app": "poll"}
 
+        new = watch_at("app", group_path, 1, threshold)
+        assert new != old
+        detector.watch([new])
+        assert detector.routes() == {"app": "events"}
         app = start_leaker(group, leaker, "gradual", "-rate", "128")
         os.kill(app.pid, signal.SIGUSR1)
         wait_for_key(detector, "app", deadline=30)
@@ -87,11 +94,11 @@ def test_changed_watch_is_rearmed_on_the_new_group(group_path: Path) -> None:
     other.mkdir()
     detector = FastDetector("events", interval=0.5)
     try:
-        detector.watch([Watch("app", group_path, 1, 10 * MiB)])
+        detector.watch([watch_at("app", group_path, 1, 10 * MiB)])
         (before,) = detector._thresholds.fds()
-        detector.watch([Watch("app", other, 1, 10 * MiB)])
+        detector.watch([watch_at("app", other, 1, 10 * MiB)])
         assert detector.routes() == {"app": "events"}
-        assert detector._thresholds._by_key["app"].watch.cgroup_dir == other
+        assert detector._thresholds._by_key["app"].watch.cgroup.path == str(other)
         detector.watch([])
         assert detector._thresholds.fds() == []
         assert before not in detector._thresholds.fds()
@@ -100,33 +107,35 @@ def test_changed_watch_is_rearmed_on_the_new_group(group_path: Path) -> None:
         other.rmdir()
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_unavailable_event_control_falls_back_to_poll_and_says_why(
     tmp_path: Path, log_lines: io.StringIO
 ) -> None:
     (tmp_path / "memory.usage_in_bytes").write_text("0\n")
     detector = make_detector("auto", 0.1)
     try:
-        detector.watch([Watch("app", tmp_path, 1, 10 * MiB)])
+        detector.watch([watch_at("app", tmp_path, 1, 10 * MiB)])
         assert detector.routes() == {"app": "poll"}
         assert detector.mode == "poll"
         warned = [line for line in log_lines.getvalue().splitlines() if "level=warn" in line]
         assert len(warned) == 1
         assert "event=detector-fallback" in warned[0]
         assert "cgroup.event_control does not exist" in warned[0]
-        detector.watch([Watch("app", tmp_path, 1, 10 * MiB)])  # said once, not every tick
+        detector.watch([watch_at("app", tmp_path, 1, 10 * MiB)])  # said once, not every tick
         assert log_lines.getvalue().count("level=warn") == 1
         assert "event=detector-mode mode=poll detect_mode=auto" in log_lines.getvalue()
     finally:
         detector.close()
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_arm_names_the_reason_when_it_cannot(tmp_path: Path) -> None:
-    assert "does not exist" in (events_unavailable(tmp_path) or "")
+    assert "does not exist" in (events_unavailable(group_at(tmp_path, 1)) or "")
     with pytest.raises(ThresholdError, match=r"cgroup\.event_control does not exist"):
-        arm(Watch("app", tmp_path, 1, MiB))
+        arm(watch_at("app", tmp_path, 1, MiB))
     (tmp_path / "cgroup.event_control").write_text("")
     with pytest.raises(ThresholdError, match=r"memory\.usage_in_bytes does not exist"):
-        arm(Watch("app", tmp_path, 1, MiB))
+        arm(watch_at("app", tmp_path, 1, MiB))
 
 
 def test_unknown_mode_is_refused_with_the_choices() -> None:
@@ -145,7 +154,7 @@ def events_watch(threshold: int, interval: float) -> Iterator[tuple[FastDetector
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
         detector = FastDetector("events", interval=interval)
         try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
+            detector.watch([watch_at("app", group.path, 1, threshold)])
             yield detector, group
         finally:
             detector.close()
@@ -166,7 +175,7 @@ def test_page_cache_gap_is_caught_without_waiting_for_the_interval(
         app = start_leaker(group, leaker, "gradual", "-rate", "64")
         detector = FastDetector("events", interval=30.0)  # only events wake it in time
         try:
-            detector.watch([Watch("app", group.path, 1, threshold)])
+            detector.watch([watch_at("app", group.path, 1, threshold)])
             os.kill(app.pid, signal.SIGUSR1)
             woken_below = 0
             end = time.monotonic() + 25
@@ -198,6 +207,7 @@ def test_a_lasting_page_cache_gap_gets_a_higher_threshold() -> None:
         assert "app" in detector._thresholds._corrections  # the gap lasted: armed
 
 
+@pytest.mark.usefixtures("prepared_cgroup_trees")
 def test_page_cache_gap_is_sampled_closely_until_the_metric_crosses(tmp_path: Path) -> None:
     """While usage is over but the working set is not, the re-armed threshold may fire late;
     the detector then also wakes every GAP_POLL, for at most GAP_HOLD."""
@@ -246,7 +256,7 @@ def test_new_threshold_is_sampled_at_the_next_pass() -> None:
         assert detector.due("app", 1000.0)
         detector.note("app", MiB, 1000.0, raw_usage_bytes=MiB)
         assert not detector.due("app", 1000.1)
-        detector.watch([Watch("app", group.path, 1, 2 * MiB)])  # the limit was lowered
+        detector.watch([watch_at("app", group.path, 1, 2 * MiB)])  # the limit was lowered
         assert detector.due("app", 1000.1)
 
 
@@ -257,7 +267,7 @@ def test_stale_threshold_is_polled_every_interval(group_path: Path) -> None:
     (group_path / "memory.limit_in_bytes").write_text(str(128 * MiB))
     detector = FastDetector("events", interval=0.1)
     try:
-        detector.watch([Watch("app", group_path, 1, 48 * MiB)])
+        detector.watch([watch_at("app", group_path, 1, 48 * MiB)])
         group_path.rmdir()
         wait_for_key(detector, "app", deadline=10)
         assert detector._thresholds.stale == {"app"}
@@ -281,7 +291,7 @@ def test_second_threshold_armed_with_the_page_cache_gap_fires_on_the_working_set
         try:
             gap = group.stat("total_inactive_file")
             assert gap >= 16 * MiB, f"the file's pages should be inactive_file, got {gap}"
-            detector.watch([Watch("app", group.path, 1, threshold)])
+            detector.watch([watch_at("app", group.path, 1, threshold)])
             second = detector._thresholds._corrections["app"].watch.threshold_bytes
             assert second - threshold == pytest.approx(gap, abs=MiB)
 
@@ -308,7 +318,7 @@ def test_prepared_thresholds_are_installed_without_arming_on_the_loop(
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
         detector = FastDetector("events", interval=30.0)
         try:
-            watch = Watch("app", group.path, 1, threshold)
+            watch = watch_at("app", group.path, 1, threshold)
             detector.prepare([watch])
 
             def no_arming_on_the_loop(watch: Watch) -> None:
@@ -334,11 +344,13 @@ def test_prepared_threshold_for_a_superseded_watch_is_closed() -> None:
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
         detector = FastDetector("events", interval=30.0)
         try:
+            first = watch_at("app", group.path, 1, 64 * MiB)
+            changed = Watch("app", first.cgroup, 32 * MiB)  # the limit changed since
             before = open_fds()
-            detector.prepare([Watch("app", group.path, 1, 64 * MiB)])
+            detector.prepare([first])
             prepared = open_fds() - before  # its eventfd and usage file (no page cache here)
             assert prepared == 2
-            detector.watch([Watch("app", group.path, 1, 32 * MiB)])  # the limit changed since
+            detector.watch([changed])
             assert detector._thresholds._by_key["app"].watch.threshold_bytes == 32 * MiB
             assert open_fds() - before == prepared  # the prepared pair closed, not leaked
         finally:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import cgroup
+from tests.cgroup_watch import group_at
 from tests.sidecar.proctree import (
     V1_CGROUP_FILE,
     V1_CONTAINER,
@@ -24,6 +25,29 @@ from tests.sidecar.proctree import (
 )
 
 MiB = 1024 * 1024
+# Prepared trees live on tmp_path's filesystem (this kernel has no v2 memory controller).
+pytestmark = pytest.mark.usefixtures("prepared_cgroup_trees")
+
+
+def folder_path(resolved: cgroup.MemoryCgroup) -> Path:
+    """Where the held folder is (the test's view of it; the watcher never uses paths)."""
+    return Path(os.readlink(f"/proc/self/fd/{resolved.folder._fd}"))
+
+
+def sample_now(resolved: cgroup.MemoryCgroup, metric: str) -> cgroup.MemorySample:
+    sampler = cgroup.Sampler(resolved, metric)  # type: ignore[arg-type]
+    try:
+        return sampler.sample(sampler.limit())
+    finally:
+        sampler.close()
+
+
+def read_limit(resolved: cgroup.MemoryCgroup) -> int | None:
+    sampler = cgroup.Sampler(resolved, "usage")
+    try:
+        return sampler.limit()
+    finally:
+        sampler.close()
 
 
 def test_v1_kubernetes_container(tmp_path: Path) -> None:
@@ -34,11 +58,11 @@ def test_v1_kubernetes_container(tmp_path: Path) -> None:
     resolved = cgroup.resolve(tmp_path, 7)
     assert resolved.version == 1
     assert resolved.path == V1_CONTAINER
-    assert resolved.directory == tmp_path / "7/root/sys/fs/cgroup/memory"
-    working_set = cgroup.sample(resolved, "working_set")
+    assert folder_path(resolved) == tmp_path / "7/root/sys/fs/cgroup/memory"
+    working_set = sample_now(resolved, "working_set")
     assert working_set.usage_bytes == 200 * MiB
     assert working_set.limit_bytes == 512 * MiB
-    assert cgroup.sample(resolved, "usage").usage_bytes == 300 * MiB
+    assert sample_now(resolved, "usage").usage_bytes == 300 * MiB
 
 
 def test_v1_plain_host_mount_of_the_whole_hierarchy(tmp_path: Path) -> None:
@@ -55,8 +79,8 @@ def test_v1_plain_host_mount_of_the_whole_hierarchy(tmp_path: Path) -> None:
         ),
     )
     resolved = cgroup.resolve(tmp_path, 9)
-    assert resolved.directory == tmp_path / "9/root" / directory.lstrip("/")
-    assert cgroup.sample(resolved, "working_set").percent() == pytest.approx(100 * 10 / 64)
+    assert folder_path(resolved) == tmp_path / "9/root" / directory.lstrip("/")
+    assert sample_now(resolved, "working_set").percent() == pytest.approx(100 * 10 / 64)
 
 
 def test_v1_unlimited_counts_as_no_limit(tmp_path: Path) -> None:
@@ -64,7 +88,7 @@ def test_v1_unlimited_counts_as_no_limit(tmp_path: Path) -> None:
     write_process(
         tmp_path, FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
     )
-    assert cgroup.read_limit(cgroup.resolve(tmp_path, 7)) is None
+    assert read_limit(cgroup.resolve(tmp_path, 7)) is None
 
 
 def test_v1_parent_limit_binds_when_own_is_unlimited(tmp_path: Path) -> None:
@@ -73,7 +97,7 @@ def test_v1_parent_limit_binds_when_own_is_unlimited(tmp_path: Path) -> None:
     write_process(
         tmp_path, FakeProcess(7, "app", cgroup=V1_CGROUP_FILE, mountinfo=V1_MOUNTINFO, files=files)
     )
-    assert cgroup.read_limit(cgroup.resolve(tmp_path, 7)) == 256 * MiB
+    assert read_limit(cgroup.resolve(tmp_path, 7)) == 256 * MiB
 
 
 @pytest.mark.parametrize(
@@ -94,8 +118,8 @@ def test_v2_kubernetes_container(
     )
     resolved = cgroup.resolve(tmp_path, 12)
     assert resolved.version == 2
-    assert resolved.directory == tmp_path / "12/root" / directory.lstrip("/")
-    sample = cgroup.sample(resolved, "working_set")
+    assert folder_path(resolved) == tmp_path / "12/root" / directory.lstrip("/")
+    sample = sample_now(resolved, "working_set")
     assert (sample.usage_bytes, sample.raw_usage_bytes) == (350 * MiB, 400 * MiB)
     assert sample.limit_bytes == 1024 * MiB
 
@@ -107,8 +131,8 @@ def test_v2_limit_max_is_no_limit(tmp_path: Path) -> None:
         FakeProcess(12, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files),
     )
     resolved = cgroup.resolve(tmp_path, 12)
-    assert cgroup.read_limit(resolved) is None
-    assert cgroup.sample(resolved, "usage").percent() is None
+    assert read_limit(resolved) is None
+    assert sample_now(resolved, "usage").percent() is None
 
 
 def test_working_set_never_negative(tmp_path: Path) -> None:
@@ -118,7 +142,7 @@ def test_working_set_never_negative(tmp_path: Path) -> None:
         tmp_path,
         FakeProcess(12, "app", cgroup=V2_NS_CGROUP_FILE, mountinfo=V2_NS_MOUNTINFO, files=files),
     )
-    assert cgroup.sample(cgroup.resolve(tmp_path, 12), "working_set").usage_bytes == 0
+    assert sample_now(cgroup.resolve(tmp_path, 12), "working_set").usage_bytes == 0
 
 
 def test_no_memory_mount_is_a_clear_error(tmp_path: Path) -> None:
@@ -129,10 +153,14 @@ def test_no_memory_mount_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_missing_memory_files_is_a_clear_error(tmp_path: Path) -> None:
-    write_process(
+    base = write_process(
         tmp_path, FakeProcess(5, "app", cgroup=V2_HOST_CGROUP_FILE, mountinfo=V2_HOST_MOUNTINFO)
     )
-    with pytest.raises(cgroup.CgroupError, match=r"memory\.current does not exist"):
+    (base / "root").mkdir()
+    with pytest.raises(cgroup.CgroupError, match=r"does not exist in the process's root"):
+        cgroup.resolve(tmp_path, 5)
+    (base / "root" / "sys/fs/cgroup" / V2_SCOPE.lstrip("/")).mkdir(parents=True)
+    with pytest.raises(cgroup.CgroupError, match=r"memory\.current is missing"):
         cgroup.resolve(tmp_path, 5)
 
 
@@ -166,7 +194,7 @@ def test_this_machine_resolves_own_cgroup() -> None:
 
     resolved = cgroup.resolve(Path("/proc"), os.getpid())
     assert resolved.version == 1
-    assert cgroup.sample(resolved, "usage").raw_usage_bytes > 0
+    assert sample_now(resolved, "usage").raw_usage_bytes > 0
 
 
 def resolved_300_of_512(root: Path, version: int) -> cgroup.MemoryCgroup:
@@ -185,19 +213,20 @@ def resolved_300_of_512(root: Path, version: int) -> cgroup.MemoryCgroup:
 
 
 @pytest.mark.parametrize("version", [1, 2])
-def test_sampler_agrees_with_sample_and_follows_changes(tmp_path: Path, version: int) -> None:
+def test_sampler_reads_the_metric_and_follows_changes(tmp_path: Path, version: int) -> None:
     resolved = resolved_300_of_512(tmp_path, version)
     for metric in ("working_set", "usage"):
         sampler = cgroup.Sampler(resolved, metric)
         try:
-            assert sampler.sample(512 * MiB) == cgroup.sample(resolved, metric)
-            assert sampler.limit() == cgroup.read_limit(resolved) == 512 * MiB
+            expected = 200 * MiB if metric == "working_set" else 300 * MiB
+            assert sampler.sample(512 * MiB).usage_bytes == expected
+            assert sampler.limit() == 512 * MiB
         finally:
             sampler.close()
     sampler = cgroup.Sampler(resolved, "working_set")
     try:
         usage_file = "memory.usage_in_bytes" if version == 1 else "memory.current"
-        (resolved.directory / usage_file).write_text(f"{400 * MiB}\n")  # same file, new text
+        (folder_path(resolved) / usage_file).write_text(f"{400 * MiB}\n")  # same file, new text
         assert sampler.sample(512 * MiB).usage_bytes == 300 * MiB
     finally:
         sampler.close()
@@ -213,11 +242,10 @@ def test_sampler_of_a_real_v1_cgroup_and_its_removal() -> None:
     directory.mkdir()
     try:
         (directory / "memory.limit_in_bytes").write_text(str(64 * MiB))
-        group = cgroup.MemoryCgroup(version=1, path=f"/{directory.name}", directory=directory)
+        group = group_at(directory, 1)
         sampler = cgroup.Sampler(group, "working_set")
         try:
-            assert sampler.sample(64 * MiB) == cgroup.sample(group, "working_set")
-            assert sampler.limit() == cgroup.read_limit(group) == 64 * MiB
+            assert sampler.sample(64 * MiB).limit_bytes == sampler.limit() == 64 * MiB
             directory.rmdir()
             with pytest.raises(OSError):
                 sampler.sample(64 * MiB)
@@ -237,10 +265,10 @@ def test_sampler_reads_memory_stat_only_at_or_over_the_threshold(
     memory.stat reads stays put. At or over it the working set is computed as before."""
     inactive_key = "total_inactive_file" if version == 1 else "inactive_file"
     resolved = resolved_300_of_512(tmp_path, version)
-    usage_file = resolved.directory / (
+    usage_file = folder_path(resolved) / (
         "memory.usage_in_bytes" if version == 1 else "memory.current"
     )
-    stat_file = resolved.directory / "memory.stat"
+    stat_file = folder_path(resolved) / "memory.stat"
     good_stat = stat_file.read_text()
     threshold = 358 * MiB
     sampler = cgroup.Sampler(resolved, "working_set")
