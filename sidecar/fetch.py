@@ -1,15 +1,20 @@
 """Fetch heap profiles from a process's pprof ports: concurrently, bounded, verified.
 
-Each fetch has a whole-request deadline and a size cap; every answer that is not a real
-pprof profile is named (`http-404`, `html`, `not-http`, `timeout`, `refused`, `not-gzip`,
-`not-pprof`, `too-large`). Keep-alive connections can be opened ahead of time with
+Each fetch has a whole-request deadline on the wall clock (a watchdog shuts the socket down
+when it passes, so an answer dripped a byte at a time ends too), a size cap, and a share of
+one byte budget for every fetch in flight (`over-budget` past it), so what the apps send
+never grows the watcher's memory beyond a bound. Every answer that is not a real pprof
+profile is named (`http-404`, `html`, `not-http`, `timeout`, `refused`, `not-gzip`,
+`not-pprof`, `too-large`, `over-budget`). Keep-alive connections can be opened ahead of time with
 `prepare()`, so the capture at the emergency skips the TCP handshake.
 """
 
 import http.client
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from sidecar import profile
@@ -17,6 +22,56 @@ from sidecar.ports import Endpoint
 
 CONNECT_TIMEOUT = 0.5
 _CHUNK = 64 * 1024
+# Bytes of answers all fetches in flight may hold together: a few real profiles are a few
+# MiB at most, and the watcher's memory limit is 128 MiB.
+DEFAULT_BUDGET_BYTES = 32 * 1024 * 1024
+
+
+class ByteBudget:
+    """Bytes shared by every fetch in flight; a fetch that cannot take its next chunk fails."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self._lock:
+            if self._used + size > self.total:
+                return False
+            self._used += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return self._used
+
+
+class _Watchdog:
+    """Shuts a connection's socket down at the deadline: every blocked read then returns,
+    however the peer times its bytes."""
+
+    def __init__(self, connection: http.client.HTTPConnection, deadline: float) -> None:
+        self.fired = False
+        self._connection = connection
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        sock = self._connection.sock
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -42,10 +97,17 @@ class FetchFailure(Exception):
 
 
 class PprofFetcher:
-    def __init__(self, path: str, timeout: float, max_bytes: int) -> None:
+    def __init__(
+        self,
+        path: str,
+        timeout: float,
+        max_bytes: int,
+        budget: ByteBudget | None = None,
+    ) -> None:
         self._path = path
         self._timeout = timeout
         self._max_bytes = max_bytes
+        self.budget = budget or ByteBudget(max(DEFAULT_BUDGET_BYTES, max_bytes))
         self._idle: dict[Endpoint, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -141,6 +203,9 @@ class PprofFetcher:
         except profile.NotAProfile as error:
             reason, _, detail = str(error).partition(":")
             raise FetchFailure(reason, detail.strip() or f"{len(body)} bytes") from None
+        finally:
+            # A profile is handed on to be saved at once: its share of the budget goes back.
+            self.budget.give_back(len(body))
         return body
 
     def _get(self, endpoint: Endpoint, target: str, deadline: float) -> bytes:
@@ -170,6 +235,7 @@ class PprofFetcher:
         deadline: float,
     ) -> bytes:
         keep = False
+        watchdog = _Watchdog(connection, deadline)
         try:
             _set_timeout(connection, deadline)
             connection.request("GET", target, headers={"Accept-Encoding": "identity"})
@@ -182,21 +248,24 @@ class PprofFetcher:
             if "text/html" in content_type:
                 raise FetchFailure("html", f"{endpoint}{target} answered an HTML page")
             body = self._read_body(connection, response, deadline)
-            keep = not response.will_close
+            keep = not response.will_close and not watchdog.fired
             return body
         except FetchFailure:
             raise
-        except TimeoutError:
-            raise FetchFailure(
-                "timeout", f"{endpoint}{target} did not answer within {self._timeout:g}s"
-            ) from None
-        except (http.client.BadStatusLine, http.client.LineTooLong) as error:
-            raise FetchFailure("not-http", f"{endpoint} did not speak HTTP: {error!r}") from None
-        except (ConnectionResetError, BrokenPipeError) as error:
-            raise FetchFailure("reset", f"{endpoint}: {error}") from None
-        except (http.client.HTTPException, OSError) as error:
+        except (TimeoutError, http.client.HTTPException, OSError) as error:
+            if watchdog.fired or isinstance(error, TimeoutError):
+                raise FetchFailure(
+                    "timeout", f"{endpoint}{target} did not answer within {self._timeout:g}s"
+                ) from None
+            if isinstance(error, http.client.BadStatusLine | http.client.LineTooLong):
+                raise FetchFailure(
+                    "not-http", f"{endpoint} did not speak HTTP: {error!r}"
+                ) from None
+            if isinstance(error, ConnectionResetError | BrokenPipeError):
+                raise FetchFailure("reset", f"{endpoint}: {error}") from None
             raise FetchFailure("error", f"{endpoint}: {error!r}") from None
         finally:
+            watchdog.cancel()
             if keep:
                 self._release(endpoint, connection)
             else:
@@ -213,15 +282,24 @@ class PprofFetcher:
             raise FetchFailure("too-large", f"Content-Length {length} > {self._max_bytes}")
         parts: list[bytes] = []
         size = 0
-        while True:
-            _set_timeout(connection, deadline)
-            chunk = response.read(_CHUNK)
-            if not chunk:
-                return b"".join(parts)
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise FetchFailure("too-large", f"more than {self._max_bytes} bytes")
-            parts.append(chunk)
+        try:
+            while True:
+                _set_timeout(connection, deadline)
+                chunk = response.read(_CHUNK)
+                if not chunk:
+                    return b"".join(parts)
+                if size + len(chunk) > self._max_bytes:
+                    raise FetchFailure("too-large", f"more than {self._max_bytes} bytes")
+                if not self.budget.take(len(chunk)):
+                    raise FetchFailure(
+                        "over-budget",
+                        f"fetches in flight hold {self.budget.total} bytes already",
+                    )
+                size += len(chunk)
+                parts.append(chunk)
+        except BaseException:
+            self.budget.give_back(size)
+            raise
 
 
 def _set_timeout(connection: http.client.HTTPConnection, deadline: float) -> None:

@@ -3,15 +3,25 @@
 Socket inodes from /proc/<pid>/fd are matched to LISTEN rows (state 0A) of
 /proc/<pid>/net/tcp and tcp6, so a process is only ever asked on its own ports, even in a
 pod where every container shares the network namespace.
+
+Where a socket is bound is the app's choice, and `IP_FREEBIND` lets it bind an address it
+does not own: a listener counts only when bound to a wildcard, loopback, or an address the
+network namespace itself owns (its LOCAL routes in /proc/<pid>/net/fib_trie and its
+/proc/<pid>/net/if_inet6), so the watcher never connects off the pod. At most
+MAX_ENDPOINTS ports per process are asked (the lowest), so an app cannot make it open
+thousands of connections.
 """
 
 import ipaddress
 import os
 from collections.abc import Callable, Hashable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 TCP_LISTEN = "0A"
+MAX_ENDPOINTS = 8
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True, order=True)
@@ -76,16 +86,25 @@ def _connect_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str
     return str(address)
 
 
-def endpoints(listeners: list[Listener], inodes: set[int]) -> list[Endpoint]:
-    """One endpoint per port the process listens on; IPv4 preferred when bound on both."""
+def reachable_in_pod(address: Address, local: frozenset[Address]) -> bool:
+    """Whether connecting to a listener bound to `address` stays inside the pod."""
+    return address.is_unspecified or address.is_loopback or address in local
+
+
+def endpoints(
+    listeners: list[Listener], inodes: set[int], local: frozenset[Address] = frozenset()
+) -> list[Endpoint]:
+    """One endpoint per port the process listens on in the pod (see the module's doc),
+    IPv4 preferred when bound on both; the lowest MAX_ENDPOINTS ports."""
     chosen: dict[int, Listener] = {}
     for listener in listeners:
-        if listener.inode not in inodes:
+        if listener.inode not in inodes or not reachable_in_pod(listener.address, local):
             continue
         current = chosen.get(listener.port)
         if current is None or _preference(listener) < _preference(current):
             chosen[listener.port] = listener
-    return sorted(Endpoint(port, _connect_host(lst.address)) for port, lst in chosen.items())
+    found = sorted(Endpoint(port, _connect_host(lst.address)) for port, lst in chosen.items())
+    return found[:MAX_ENDPOINTS]
 
 
 def _preference(listener: Listener) -> tuple[int, int]:
@@ -100,7 +119,7 @@ def discover(proc_root: Path, pid: int) -> list[Endpoint]:
     inodes = socket_inodes(proc_root, pid)
     if not inodes:
         return []
-    return endpoints(read_tcp_tables(proc_root, pid), inodes)
+    return endpoints(read_tcp_tables(proc_root, pid), inodes, local_addresses(proc_root, pid))
 
 
 def fixed(ports: tuple[int, ...]) -> list[Endpoint]:
@@ -117,12 +136,53 @@ def net_namespace(proc_root: Path, pid: int) -> int | None:
         return None
 
 
+TABLE_MAX = 64 * 1024 * 1024  # bounded reads of the kernel's per-namespace tables
+
+
+def _read_table(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return handle.read(TABLE_MAX).decode(errors="replace")
+
+
+def parse_local_v4(fib_trie: str) -> set[ipaddress.IPv4Address]:
+    """The addresses of `/32 host LOCAL` routes in a /proc/net/fib_trie text."""
+    local: set[ipaddress.IPv4Address] = set()
+    previous = ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("/32 host LOCAL") and previous.startswith("|-- "):
+            local.add(ipaddress.IPv4Address(previous[4:].strip()))
+        previous = text
+    return local
+
+
+def parse_local_v6(if_inet6: str) -> set[ipaddress.IPv6Address]:
+    """The addresses in a /proc/net/if_inet6 text."""
+    local: set[ipaddress.IPv6Address] = set()
+    for line in if_inet6.splitlines():
+        fields = line.split()
+        if fields and len(fields[0]) == 32:
+            local.add(ipaddress.IPv6Address(bytes.fromhex(fields[0])))
+    return local
+
+
+def local_addresses(proc_root: Path, pid: int) -> frozenset[Address]:
+    """The addresses the process's network namespace owns (none when unreadable)."""
+    net = proc_root / str(pid) / "net"
+    found: set[Address] = set()
+    with suppress(OSError, ValueError):
+        found |= parse_local_v4(_read_table(net / "fib_trie"))
+    with suppress(OSError, ValueError):
+        found |= parse_local_v6(_read_table(net / "if_inet6"))
+    return frozenset(found)
+
+
 def read_tcp_tables(proc_root: Path, pid: int) -> list[Listener]:
     """LISTEN rows of /proc/<pid>/net/tcp and tcp6; OSError when the process vanished."""
     listeners: list[Listener] = []
     for table in ("tcp", "tcp6"):
         try:
-            listeners += parse_tcp_table((proc_root / str(pid) / "net" / table).read_text())
+            listeners += parse_tcp_table(_read_table(proc_root / str(pid) / "net" / table))
         except FileNotFoundError:
             continue  # no IPv6 in this kernel or namespace
     return listeners
@@ -162,7 +222,8 @@ class PortFinder:
         self._proc_root = proc_root
         self._read_tables = read_tables
         self._known: dict[Hashable, _Known] = {}
-        self._tables: dict[int, list[Listener]] = {}  # this refresh's, by netns inode
+        # this refresh's listeners and local addresses, by netns inode
+        self._tables: dict[int, tuple[list[Listener], frozenset[Address]]] = {}
 
     def begin(self) -> None:
         """A new refresh: tables read before may be out of date."""
@@ -187,7 +248,10 @@ class PortFinder:
         if known is not None and known.inodes == inodes and known.settled:
             known.fd_count, known.looks_since_listed = fd_count, 0
             return known.found
-        found = endpoints(self._tables_of(pid), set(inodes)) if inodes else []
+        found: list[Endpoint] = []
+        if inodes:
+            listeners, local = self._tables_of(pid)
+            found = endpoints(listeners, set(inodes), local)
         stable = known is not None and known.inodes == inodes
         self._known[key] = _Known(inodes, found, settled=stable or not inodes, fd_count=fd_count)
         return found
@@ -196,11 +260,14 @@ class PortFinder:
         for key in keys:
             self._known.pop(key, None)
 
-    def _tables_of(self, pid: int) -> list[Listener]:
+    def _tables_of(self, pid: int) -> tuple[list[Listener], frozenset[Address]]:
         namespace = net_namespace(self._proc_root, pid)
-        if namespace is None:
-            return self._read_tables(self._proc_root, pid)
-        tables = self._tables.get(namespace)
+        tables = self._tables.get(namespace) if namespace is not None else None
         if tables is None:
-            tables = self._tables[namespace] = self._read_tables(self._proc_root, pid)
+            tables = (
+                self._read_tables(self._proc_root, pid),
+                local_addresses(self._proc_root, pid),
+            )
+            if namespace is not None:
+                self._tables[namespace] = tables
         return tables

@@ -63,6 +63,25 @@ def is_alive(proc_root: Path, key: ProcessKey) -> bool:
     return stat is not None and stat.starttime == key.starttime
 
 
+def is_namespace_init(proc_root: Path, pid: int) -> bool:
+    """Whether `pid` is PID 1 of its own PID namespace, as the pod sandbox's pause process
+    is (its comm alone is the app's to choose). The NSpid line of /proc/<pid>/status names
+    the process in each nested namespace, innermost last; without it (a prepared tree), the
+    number PROC_ROOT gives it decides."""
+    try:
+        fd = os.open(f"{proc_root}/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            status = os.read(fd, 8192).decode(errors="replace")
+        finally:
+            os.close(fd)
+    except OSError:
+        return pid == 1
+    for line in status.splitlines():
+        if line.startswith("NSpid:"):
+            return line.split()[-1] == "1"
+    return pid == 1
+
+
 def own_pid(proc_root: Path) -> int:
     """This process's pid as PROC_ROOT numbers it (its PID namespace may differ)."""
     try:
@@ -91,7 +110,7 @@ def scan(proc_root: Path, self_pid: int) -> tuple[list[Process], dict[ProcessKey
             skipped[key] = "the watcher itself"
         elif stat.flags & PF_KTHREAD:
             skipped[key] = "kernel thread"
-        elif stat.comm == "pause":
+        elif stat.comm == "pause" and is_namespace_init(proc_root, pid):
             skipped[key] = "pod sandbox pause process"
         else:
             candidates.append(Process(key, stat.comm))

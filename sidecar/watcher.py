@@ -30,6 +30,9 @@ from sidecar.metrics import Metrics
 from sidecar.spool import Dump, Spool, SpoolFull
 
 FAILED_RETRY = 1.0  # seconds between capture attempts that saved nothing
+# Captures in flight at once (each a thread with up to ports.MAX_ENDPOINTS fetches): an app
+# that forks thousands of processes over the threshold cannot make thousands of threads.
+MAX_CAPTURES = 8
 # Seconds before a process found unwatchable is looked at again even though its
 # /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
 NOT_WATCHED_RECHECK = 30.0
@@ -126,8 +129,11 @@ class Watcher:
             self._refresh_wanted.set()
             refresher.join()
             self._loop_running = False
-            for thread in list(self._captures):  # each bounded by the fetch timeouts
-                thread.join()
+            # Each capture is bounded by its fetches' deadlines (two rounds) and the brake's
+            # hold; shutdown waits that long at most, whatever the app does.
+            end = time.monotonic() + 2 * self.config.fetch_timeout + 1.0
+            for thread in list(self._captures):
+                thread.join(max(0.0, end - time.monotonic()))
             for watched in self.watched.values():
                 watched.sampler.close()
                 watched.cgroup.close()
@@ -162,6 +168,8 @@ class Watcher:
             return
         if watched.last_capture is not None and now - watched.last_capture < self.config.cooldown:
             return
+        if len(self._captures) >= MAX_CAPTURES:
+            return  # looked at again on the next pass
         watched.capturing = True
         kind = "event" if watched.process.key in fired else "sample"
         thread = threading.Thread(

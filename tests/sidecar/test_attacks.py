@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import cgroup, cgroupfs
+from sidecar import cgroup, cgroupfs, ports
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup
 from testinfra.watcher_process import PodView, WatcherProcess
 from tests.sidecar.proctree import (
@@ -149,3 +149,58 @@ def test_fifo_and_symlink_files_in_a_held_folder_are_refused(
     finally:
         folder.close()
     assert (tmp_path / "outside").read_text() == "secret\n"
+
+
+FREEBIND_LISTENER = """
+import socket, sys
+def listen(host, freebind):
+    s = socket.socket()
+    if freebind:
+        s.setsockopt(socket.SOL_IP, 15, 1)  # IP_FREEBIND (linux/in.h)
+    s.bind((host, 0))
+    s.listen(1)
+    return s
+off_pod = listen("203.0.113.7", True)  # TEST-NET-3: an address nobody here owns
+own = listen("127.0.0.1", False)
+print(off_pod.getsockname()[1], own.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+@contextmanager
+def network_namespace() -> Iterator[str]:
+    """A network namespace of the test's own, with only loopback up; always removed."""
+    name = f"oomdump-t{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+def test_a_listener_bound_off_pod_with_ip_freebind_is_never_an_endpoint() -> None:
+    """The app binds a socket to an address its network namespace does not own
+    (IP_FREEBIND) and listens: it shows in net/tcp, but the watcher never connects there."""
+    with network_namespace() as namespace:
+        app = subprocess.Popen(
+            ["ip", "netns", "exec", namespace, sys.executable, "-c", FREEBIND_LISTENER],
+            start_new_session=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert app.stdout is not None
+            off_pod_port, own_port = map(int, app.stdout.readline().split())
+            pid = app.pid  # `ip netns exec` execs the program: the same process
+            listed = {row.port for row in ports.read_tcp_tables(Path("/proc"), pid)}
+            assert {off_pod_port, own_port} <= listed  # the kernel shows both
+            expected = [ports.Endpoint(own_port, "127.0.0.1")]
+            assert ports.discover(Path("/proc"), pid) == expected
+            finder = ports.PortFinder(Path("/proc"))
+            finder.find("app", pid)  # a new inode set is trusted at the second look
+            assert finder.find("app", pid) == expected
+        finally:
+            stop(app)

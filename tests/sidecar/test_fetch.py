@@ -3,11 +3,12 @@
 import gzip
 import socket
 import time
+import tracemalloc
 
 import pytest
 
 from sidecar import profile
-from sidecar.fetch import PprofFetcher
+from sidecar.fetch import ByteBudget, PprofFetcher
 from sidecar.ports import Endpoint
 from tests.sidecar.servers import bad_server
 
@@ -104,3 +105,48 @@ def test_hanging_port_does_not_hold_back_a_good_one(go_pprof_port: int) -> None:
 def test_profile_check_rejects(data: bytes, reason: str) -> None:
     with pytest.raises(profile.NotAProfile, match=f"^{reason}"):
         profile.check(data)
+
+
+@pytest.mark.parametrize("mode", ["drip-headers", "drip-body"])
+def test_an_answer_dripped_a_byte_at_a_time_ends_at_the_deadline(mode: str) -> None:
+    """FETCH_TIMEOUT is a deadline for the whole request on the wall clock, not a timeout
+    per read that a byte every 0.2 s renews for ever."""
+    fetcher = PprofFetcher("/debug/pprof/heap", timeout=1.0, max_bytes=1 << 20)
+    with bad_server(mode) as (_, port):
+        started = time.monotonic()
+        result = fetcher.fetch(Endpoint(port, "127.0.0.1"), gc=False)
+        elapsed = time.monotonic() - started
+    assert result.reason == "timeout", result
+    # Generous: the watchdog fires at 1 s; a loaded machine may take a moment more.
+    assert elapsed < 5.0
+    assert fetcher.budget.used == 0
+
+
+def test_a_gzip_bomb_is_refused_without_inflating_it() -> None:
+    """~300 KB on the wire that inflates to 300 MiB: refused as too large while inflating,
+    and the fetch's peak memory stays far below what inflating it would take."""
+    fetcher = PprofFetcher("/debug/pprof/heap", timeout=30.0, max_bytes=16 << 20)
+    with bad_server("bomb") as (_, port):
+        tracemalloc.start()
+        try:
+            result = fetcher.fetch(Endpoint(port, "127.0.0.1"), gc=False)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert result.reason == "too-large", result
+    assert peak < 64 * 1024 * 1024, f"peak {peak / 2**20:.0f} MiB"
+    assert fetcher.budget.used == 0
+
+
+def test_fetches_in_flight_share_one_byte_budget(go_pprof_port: int) -> None:
+    """The bytes all fetches hold at once are bounded: past the budget a fetch fails as
+    over-budget instead of growing the watcher's memory, and gives its share back."""
+    fetcher = PprofFetcher("/debug/pprof/heap", 5.0, 1 << 20, budget=ByteBudget(1024))
+    assert fetcher.budget.take(1024)  # another fetch holds it all
+    result = fetcher.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False)
+    assert result.reason == "over-budget"
+    fetcher.budget.give_back(1024)
+    assert fetcher.budget.used == 0
+    roomy = PprofFetcher("/debug/pprof/heap", 5.0, 1 << 20, budget=ByteBudget(1 << 20))
+    assert roomy.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False).ok
+    assert roomy.budget.used == 0

@@ -52,9 +52,24 @@ def test_only_own_inodes_deduplicated_and_addressed() -> None:
     ]
 
 
-def test_specific_address_is_used_as_is() -> None:
+def test_specific_address_is_used_as_is_when_the_pod_owns_it() -> None:
     listener = ports.Listener(ipaddress.IPv4Address("10.1.2.3"), 8080, 1)
-    assert ports.endpoints([listener], {1}) == [ports.Endpoint(8080, "10.1.2.3")]
+    local = frozenset({ipaddress.IPv4Address("10.1.2.3")})
+    assert ports.endpoints([listener], {1}, local) == [ports.Endpoint(8080, "10.1.2.3")]
+    assert ports.endpoints([listener], {1}) == []  # not the pod's: never connected to
+
+
+def test_local_addresses_of_this_namespace_are_read_from_the_kernel() -> None:
+    local = ports.local_addresses(Path("/proc"), os.getpid())
+    assert ipaddress.IPv4Address("127.0.0.1") in local
+
+
+def test_at_most_max_endpoints_per_process() -> None:
+    many = [
+        ports.Listener(ipaddress.IPv4Address("0.0.0.0"), 1000 + n, n) for n in range(100)
+    ]
+    found = ports.endpoints(many, set(range(100)))
+    assert [e.port for e in found] == list(range(1000, 1000 + ports.MAX_ENDPOINTS))
 
 
 def test_pprof_ports_override() -> None:

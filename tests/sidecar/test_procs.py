@@ -1,6 +1,11 @@
-"""The process table on prepared /proc trees."""
+"""The process table on prepared /proc trees, and on real processes where it matters."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from sidecar import procs
 from tests.sidecar.proctree import PF_KTHREAD, FakeProcess, stat_line, write_process
@@ -50,3 +55,54 @@ def test_unlistable_proc_root_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError, match="cannot list PROC_ROOT"):
         procs.scan(tmp_path / "missing", 1)
+
+
+# prctl(PR_SET_NAME, "pause"), then wait for stdin to close.
+RENAMED_PAUSE = (
+    "import ctypes, sys; ctypes.CDLL(None).prctl(15, b'pause'); print(1, flush=True); "
+    "sys.stdin.read()"
+)
+
+
+def test_an_app_that_names_itself_pause_is_still_watched(tmp_path: Path) -> None:
+    """comm is the app's to choose: a real process renamed `pause` that is not PID 1 of
+    its PID namespace is a candidate like any other."""
+    script = RENAMED_PAUSE
+    process = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "1"
+        stat = procs.read_stat(Path("/proc"), process.pid)
+        assert stat is not None and stat.comm == "pause"
+        assert not procs.is_namespace_init(Path("/proc"), process.pid)
+        candidates, _ = procs.scan(Path("/proc"), os.getpid())
+        assert process.pid in [candidate.pid for candidate in candidates]
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_the_init_of_a_pid_namespace_named_pause_is_the_sandbox(tmp_path: Path) -> None:
+    """A real PID namespace whose PID 1 is called `pause`, as the pod sandbox's is."""
+    if os.geteuid() != 0:
+        pytest.skip("a PID namespace needs root")
+    script = RENAMED_PAUSE
+    process = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "1"
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        (pause,) = map(int, children)
+        assert procs.is_namespace_init(Path("/proc"), pause)
+        _, skipped = procs.scan(Path("/proc"), os.getpid())
+        assert "pod sandbox pause process" in [
+            reason for key, reason in skipped.items() if key.pid == pause
+        ]
+    finally:
+        process.kill()
+        process.wait()
