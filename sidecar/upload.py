@@ -28,6 +28,19 @@ DEFAULT_MIN_BACKOFF = 1.0
 DEFAULT_MAX_BACKOFF = 60.0
 _SHORTEST_BACKOFF = 0.01
 _JITTER = 0.8  # a delay is drawn from [0.8, 1] x its step, so retries of many dumps spread out
+# Failures that a new client can cure (credentials re-read from the chain, e.g. a mounted
+# Secret fixed). Any other failure keeps the client: making one costs ~0.5 s of CPU under the
+# GIL, which the watch loop needs while a process races its OOM kill.
+_NEW_CLIENT_REASONS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "ExpiredToken",
+        "InvalidToken",
+        "NoCredentials",
+    }
+)
 
 
 def backoff_from_env(env: Mapping[str, str]) -> tuple[float, float]:
@@ -197,7 +210,8 @@ class Uploader:
 
     def _failed(self, dump: Dump, error: Exception) -> None:
         reason, message = describe_error(error)
-        self._client = None  # re-read credentials and endpoint on the next try
+        if reason in _NEW_CLIENT_REASONS:
+            self._client = None
         with self._lock:
             entry = self._pending.get(dump.key)
             if entry is None:

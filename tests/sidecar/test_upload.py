@@ -269,3 +269,39 @@ def test_backoff_bounds_come_from_the_environment(tmp_path: Path, monkeypatch, l
     monkeypatch.setenv("UPLOAD_BACKOFF_MAX", "100ms")  # below the minimum: refused
     assert Uploader(spool, "b", lambda: None).backoff_bounds == (1.0, 60.0)
     assert logs.matching("event=config-invalid", "UPLOAD_BACKOFF_MIN/UPLOAD_BACKOFF_MAX")
+
+
+def test_a_new_client_only_for_failures_it_can_cure(
+    minio: MinioServer, bucket: str, tmp_path: Path, logs
+) -> None:
+    """Making a boto3 client costs ~0.5 s of CPU under the GIL: a missing bucket keeps the
+    client, refused credentials get a new one (the chain is read again)."""
+    made: list[str] = []
+    secret = {"value": minio.secret_key}
+
+    def factory() -> Any:
+        made.append(secret["value"])
+        return client_for(minio, secret["value"])
+
+    spooled_dump(tmp_path / "missing")
+    uploader = make_uploader(tmp_path / "missing", bucket, factory)
+    uploader.start()
+    try:
+        wait_for(lambda: len(logs.matching("reason=NoSuchBucket")) >= 3, "three refusals")
+    finally:
+        uploader.stop(0)
+    assert len(made) == 1
+
+    minio.make_bucket(bucket)
+    made.clear()
+    secret["value"] = "wrong-secret"
+    dump = spooled_dump(tmp_path / "refused")
+    uploader = make_uploader(tmp_path / "refused", bucket, factory)
+    uploader.start()
+    try:
+        wait_for(lambda: len(logs.matching("reason=SignatureDoesNotMatch")) >= 3, "refusals")
+        secret["value"] = minio.secret_key
+        wait_for(lambda: not dump.profile_path.exists(), "the upload with good credentials")
+    finally:
+        uploader.stop(5)
+    assert len(made) >= 4 and made[-1] == minio.secret_key
