@@ -1,7 +1,6 @@
 """`python -m webhook` / `oomdump-webhook`: the HTTPS admission server (one uvicorn worker)."""
 
 import argparse
-import logging
 import os
 import ssl
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from webhook import logs
 from webhook.app import ServerState, create_app
 from webhook.config import SIDECAR_MODES, DefaultsError, InjectConfig, load_defaults
 from webhook.tls import CertificateError, ServingCertificate
@@ -78,8 +78,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    level = args.log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(args.log_level.upper())
     defaults_file = Path(args.defaults_file) if args.defaults_file else None
     try:
         defaults = load_defaults(defaults_file)
@@ -108,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         port=args.port,
         ssl_context_factory=live_context,
         access_log=False,
+        log_config=None,  # uvicorn's loggers propagate to the escaping root handler
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=5,
     )

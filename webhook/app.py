@@ -14,12 +14,13 @@ from fastapi import FastAPI, Request, Response
 
 from webhook.admit import Decision, admit
 from webhook.config import DefaultsError, InjectConfig, load_defaults
-from webhook.inject import MalformedPod
+from webhook.inject import MalformedPod, warning
 from webhook.metrics import CONTENT_TYPE, Metrics
-from webhook.review import AdmissionRequest, BadReview, decode
+from webhook.review import AdmissionRequest, BadReview, decode, encode
 from webhook.tls import ServingCertificate
 
 MAX_BODY_BYTES = 6 * 1024 * 1024
+INTERNAL_ERROR = "internal-error"
 log = logging.getLogger("webhook")
 
 
@@ -30,7 +31,7 @@ class ServerState:
     defaults_file: Path | None = None
     reload_interval: float = 1.0
     metrics: Metrics = field(default_factory=Metrics)
-    _defaults_text: str | None = None
+    _defaults_text: bytes | str | None = None
 
     def check_files(self) -> None:
         """Pick up a rotated certificate or a changed defaults file (on the event loop)."""
@@ -45,8 +46,16 @@ class ServerState:
             self._check_defaults(self.defaults_file)
 
     def _check_defaults(self, path: Path) -> None:
+        """A changed file is loaded; a deleted or invalid one is refused once (logged and
+        counted) and the last good defaults keep serving until a valid file appears.
+
+        Readiness stays up meanwhile, on purpose: every replica reads the same ConfigMap,
+        so an unready webhook would mean every replica unready, and with
+        `failurePolicy: Ignore` pods created without any watcher, which is worse than
+        pods with the previous defaults. `oomdump_webhook_defaults_stale` says it instead.
+        """
         try:
-            text = path.read_text(encoding="utf-8")
+            text: bytes | str = path.read_bytes()
         except OSError as error:
             text = f"unreadable: {error}"
         if text == self._defaults_text:
@@ -60,9 +69,11 @@ class ServerState:
         except DefaultsError as error:
             log.warning("defaults file not reloaded, keeping the previous defaults: %s", error)
             self.metrics.reloads.labels("defaults", "refused").inc()
+            self.metrics.defaults_stale.set(1)
             return
         self.config = dataclasses.replace(self.config, defaults=defaults)
         self.metrics.reloads.labels("defaults", "ok").inc()
+        self.metrics.defaults_stale.set(0)
         log.info("sidecar defaults reloaded from %s", path)
 
 
@@ -121,11 +132,22 @@ def create_app(state: ServerState) -> FastAPI:
             return _error(413, "too-large", f"body exceeds the {limit} limit", state)
         try:
             review = decode(body)
+        except BadReview as error:
+            return _error(400, "malformed", str(error), state)
+        except Exception:  # no review to answer: the body is refused, never a 500
+            log.exception("decoding a review failed")
+            return _error(400, "malformed", "the body is not an AdmissionReview we can read", state)
+        try:
             decision = admit(review, state.config)
-        except (BadReview, MalformedPod) as error:
+        except MalformedPod as error:
             return _error(400, "malformed", str(error), state)
         except RecursionError:
             return _error(400, "malformed", "the AdmissionReview is nested too deeply", state)
+        except Exception:
+            # A bug of ours, not the sender's fault: admit the pod as it is (what
+            # failurePolicy Ignore would do anyway), say so, and keep the bug visible.
+            log.exception("answering a review failed; admitting the pod without the watcher")
+            decision = _admitted_unchanged(review)
         _record(state, review, decision, time.perf_counter() - started)
         return Response(decision.body, media_type="application/json")
 
@@ -144,6 +166,20 @@ def create_app(state: ServerState) -> FastAPI:
     return app
 
 
+def _admitted_unchanged(review: AdmissionRequest) -> Decision:
+    text = "the webhook failed on this pod (logged)"
+    body = encode(review, allowed=True, warnings=(warning(INTERNAL_ERROR, text),))
+    return Decision("skipped", INTERNAL_ERROR, text, [], body)
+
+
+def _field(value: str | None) -> str:
+    """A log field as one token: quoted when it holds a space, `=` or `"` (the sender's
+    uid and names could otherwise pose as other fields of the line)."""
+    if value is None:
+        return "-"
+    return value if value and not any(c in value for c in ' ="') else json.dumps(value)
+
+
 def _record(state: ServerState, review: AdmissionRequest, decision: Decision, took: float) -> None:
     """Every decision reaches the metrics (reason as a label) and the log."""
     metrics = state.metrics
@@ -157,12 +193,13 @@ def _record(state: ServerState, review: AdmissionRequest, decision: Decision, to
     metrics.latency.observe(took)
     # Skips and denials always reach the log; injections (the bulk) only at debug level,
     # where logging them would cost ~8% of the request's CPU time (measured).
-    log.log(
-        logging.DEBUG if decision.result == "injected" else logging.INFO,
-        "uid=%s namespace=%s name=%s result=%s reason=%s %s",
-        review.uid, review.namespace, review.name or "-", decision.result, decision.reason,
-        decision.message,
-    )  # fmt: skip
+    level = logging.DEBUG if decision.result == "injected" else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(
+            level, "uid=%s namespace=%s name=%s result=%s reason=%s %s",
+            _field(review.uid), _field(review.namespace), _field(review.name), decision.result,
+            decision.reason, decision.message,
+        )  # fmt: skip
 
 
 async def _watch_files(state: ServerState) -> None:
@@ -171,4 +208,5 @@ async def _watch_files(state: ServerState) -> None:
         try:
             state.check_files()
         except Exception:  # a reload bug must not stop future reloads or the server
+            state.metrics.file_check_errors.inc()
             log.exception("checking the certificate and defaults files failed")

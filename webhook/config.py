@@ -142,4 +142,6 @@ def load_defaults(path: Path | None) -> SidecarDefaults:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise DefaultsError(f"{path}: cannot read the defaults file: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise DefaultsError(f"{path}: not UTF-8 text: {error.reason}") from None
     return parse_defaults(text, str(path))

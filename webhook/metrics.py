@@ -50,6 +50,18 @@ class Metrics:
             ["file", "result"],
             registry=self.registry,
         )
+        self.defaults_stale = Gauge(
+            "oomdump_webhook_defaults_stale",
+            "1 while the defaults file on disk is refused (deleted, unreadable or invalid) and"
+            " the last good defaults are served; 0 otherwise",
+            registry=self.registry,
+        )
+        self.file_check_errors = Counter(
+            "oomdump_webhook_file_check_errors",
+            "Unexpected errors while checking the certificate and defaults files (the check"
+            " runs again at the next interval)",
+            registry=self.registry,
+        )
         self.cert_not_after = Gauge(
             "oomdump_webhook_certificate_not_after_seconds",
             "Expiry (Unix time) of the serving certificate in use",

@@ -75,6 +75,7 @@ def run_webhook(
     ca_file: Path,
     *extra: str,
     image: str = "ghcr.io/oomdump/oomdump:test",
+    env: dict[str, str] | None = None,
 ) -> Iterator[RunningWebhook]:
     port = free_port()
     log = workdir / f"webhook-{port}.log"
@@ -86,7 +87,12 @@ def run_webhook(
     ]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            command,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     try:
         webhook = RunningWebhook(f"https://127.0.0.1:{port}", port, process, log, ca_file)
