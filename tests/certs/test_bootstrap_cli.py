@@ -1,7 +1,14 @@
 """`python -m certs bootstrap` refuses bad input and unreachable clusters with a reason.
 
-Its behaviour against a real kube-apiserver (create, caBundle patch and restore, rotation)
-is covered by the end-to-end suite (issue 5); here only what needs no API server.
+Only what needs no API server is tested here. Against a real kube-apiserver, tests/e2e runs
+the CLI in two ways. test_certs_bootstrap.py, as the cluster admin (`system:masters`, so
+RBAC never refuses it): the Secret created, the caBundle patched and restored after an
+overwrite, the serving pair renewed by the loop. test_certs_rbac.py, with `deploy/`
+installed and a token issued for its ServiceAccount, so only the RBAC in `deploy/` grants
+anything: the first install, a 403 for each granted verb taken away, a CA rotation by the
+reconcile loop, and two replica processes whose creates meet at a barrier, one answered 409.
+Other interleavings of two replicas (a stale resourceVersion on update, a writer that never
+stops) run only against the in-memory cluster in test_bootstrap.py.
 """
 
 import socket

@@ -55,6 +55,16 @@ def cluster() -> Iterator[Cluster]:
         yield running
 
 
+@pytest.fixture(scope="module")
+def own_cluster() -> Iterator[Cluster]:
+    """An API server for one module alone, for tests that need the names `deploy/` fixes
+    (the MutatingWebhookConfiguration `oomdump`, which the shared cluster's webhook holds)."""
+    if _build_errors:
+        pytest.fail(f"building kube-apiserver/etcd failed: {_build_errors[0]}", pytrace=False)
+    with running_cluster() as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def core(cluster: Cluster) -> client.CoreV1Api:
     return client.CoreV1Api(cluster.api_client())

@@ -1,6 +1,7 @@
 """`python -m certs bootstrap` against a real API server: the real CLI, a real kubeconfig."""
 
 import base64
+import copy
 import subprocess
 import sys
 import uuid
@@ -63,7 +64,8 @@ def webhook_configuration_name(
     except ApiException as error:
         if error.status != 409:
             raise
-    configuration = rendered_webhook_configuration(deploy_objects)
+    # A copy: deploy_objects is shared by the session and must stay as rendered.
+    configuration = copy.deepcopy(rendered_webhook_configuration(deploy_objects))
     name = f"oomdump-bootstrap-{uuid.uuid4().hex[:6]}"
     configuration["metadata"] = {"name": name}
     for hook in configuration["webhooks"]:
