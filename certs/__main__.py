@@ -1,5 +1,6 @@
 """`python -m certs` (`oomdump-certs`): generate certificates to a folder, or keep them
-in-cluster (`bootstrap`: Secret, caBundle, served files; once, or as a reconcile loop)."""
+in-cluster (`bootstrap`: Secret, caBundle, served files; once, or as a reconcile loop), or
+check that the loop is alive (`healthcheck`, the reconciler container's liveness probe)."""
 
 import argparse
 import logging
@@ -7,16 +8,17 @@ import os
 import signal
 import sys
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from certs.assess import CA_CERT, TLS_CERT, TLS_KEY
-from certs.bootstrap import BootstrapSettings, ReconcileError, reconcile, run_loop
-from certs.kube import ClusterError, KubeCluster, api_client
-from certs.material import IssueSettings
-from certs.pki import issue_ca, issue_serving_pair, service_dns_names
 from certs.validity import parse_validity
 from oomdump.durations import parse_duration
+
+# The Kubernetes client and cryptography load only for the commands that use them
+# (imports inside _generate and _bootstrap): `healthcheck` runs every probe period inside
+# a container limited to a tenth of a core, and importing them takes over a second there.
+log = logging.getLogger("certs")
 
 DEFAULT_NAMESPACE = "oomdump-system"
 DEFAULT_SERVICE = "oomdump-webhook"
@@ -114,6 +116,18 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument(
         "--interval", type=_interval, default=30.0, help="loop period, Go duration (30s)"
     )
+    bootstrap.add_argument(
+        "--heartbeat-file",
+        type=Path,
+        help="with --loop: touched after every pass, done or failed (see healthcheck)",
+    )
+
+    health = commands.add_parser(
+        "healthcheck",
+        help="exit 0 when the loop's heartbeat file is fresh, 1 when stale or missing",
+    )
+    health.add_argument("--heartbeat-file", type=Path, required=True)
+    health.add_argument("--max-age", type=_interval, required=True, help="Go duration, e.g. 3m")
     return parser
 
 
@@ -127,6 +141,10 @@ def _write_plain(folder: Path, files: dict[str, bytes]) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from certs.assess import CA_CERT, TLS_CERT, TLS_KEY
+    from certs.material import IssueSettings
+    from certs.pki import issue_ca, issue_serving_pair, service_dns_names
+
     issue = IssueSettings(args.service, args.namespace, args.validity, args.ca_validity)
     names = service_dns_names(issue.service, issue.namespace)
     names += [name for name in args.dns_name if name not in names]
@@ -139,6 +157,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    from certs.bootstrap import BootstrapSettings, reconcile, run_loop
+    from certs.kube import KubeCluster, api_client
+    from certs.material import IssueSettings
+    from certs.pki import service_dns_names
+
     settings = BootstrapSettings(
         IssueSettings(args.service, args.namespace, args.validity, args.ca_validity),
         args.webhook_config_name,
@@ -159,13 +182,52 @@ def _bootstrap(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run_loop(cluster, settings, clock, args.interval, stop.wait)
+    heartbeat: Path | None = args.heartbeat_file
+
+    def after_pass(timeout: float) -> bool:
+        # A pass that returns, done or failed, proves the loop alive; one that hangs
+        # (an API answer that never ends) leaves the file to age until the probe fails.
+        if heartbeat is not None:
+            _beat(heartbeat)
+        return stop.wait(timeout)
+
+    run_loop(cluster, settings, clock, args.interval, after_pass)
+    return 0
+
+
+def _beat(path: Path) -> None:
+    try:
+        path.touch()  # sets the mtime of an existing file to now
+    except OSError as error:
+        log.warning("heartbeat %s not written (the liveness probe will fail): %s", path, error)
+
+
+def _healthcheck(args: argparse.Namespace) -> int:
+    try:
+        age = time.time() - args.heartbeat_file.stat().st_mtime
+    except OSError as error:
+        print(
+            f"unhealthy: no heartbeat at {args.heartbeat_file}: {error.strerror}", file=sys.stderr
+        )
+        return 1
+    if age > args.max_age:
+        print(
+            f"unhealthy: the reconcile loop's last pass ended {age:.0f}s ago"
+            f" (allowed {args.max_age:.0f}s): it hangs",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = build_parser().parse_args(argv)
+    if args.command == "healthcheck":
+        return _healthcheck(args)
+    from certs.bootstrap import ReconcileError
+    from certs.kube import ClusterError
+
     try:
         return _generate(args) if args.command == "generate" else _bootstrap(args)
     except (ValueError, ClusterError, ReconcileError, OSError) as error:
