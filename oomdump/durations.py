@@ -12,7 +12,11 @@ _UNIT_SECONDS: dict[str, float] = {
     "m": 60.0,
     "h": 3600.0,
 }
-_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+# ASCII digits only, as Go reads them (`\d` would also take other scripts' digits).
+_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)")
+# Go's Duration is an int64 of nanoseconds; longer texts are refused there, and here too
+# (such a wait would also overflow Python's timeouts, threading.TIMEOUT_MAX).
+MAX_SECONDS = (2**63 - 1) / 1e9
 
 
 def parse_duration(text: str) -> float:
@@ -34,6 +38,8 @@ def parse_duration(text: str) -> float:
             raise ValueError(f"{text!r} is not a Go-style duration (e.g. 500ms, 10s, 2m, 1m30s)")
         total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
         position = match.end()
+    if total > MAX_SECONDS:
+        raise ValueError(f"{text!r} is longer than the longest Go duration (about 292 years)")
     return total
 
 

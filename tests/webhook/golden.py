@@ -3,9 +3,12 @@
 An input holds `namespace` (the request's), optional `mode` and `defaults` (a defaults.yaml
 document) and either `pod` or `from_expected` (another case whose expected pod is the
 input, for second-pass checks). Run with UPDATE_GOLDEN=1 to rewrite the expected files,
-then review the diff.
+then review the diff. Under CI (the `CI` variable set to anything but "", "0" or "false")
+UPDATE_GOLDEN=1 is refused: a rewrite there would compare the output with itself.
 """
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,23 @@ from webhook.patch import make_patch
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 IMAGE = "ghcr.io/oomdump/oomdump:0.1.0"
+
+
+class GoldenUpdateRefused(RuntimeError):
+    """UPDATE_GOLDEN=1 where expected files must be checked, not written."""
+
+
+def update_requested(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether to rewrite the expected files; GoldenUpdateRefused under CI."""
+    if environ.get("UPDATE_GOLDEN") != "1":
+        return False
+    ci = environ.get("CI", "")
+    if ci.lower() not in ("", "0", "false"):
+        raise GoldenUpdateRefused(
+            f"UPDATE_GOLDEN=1 is refused when CI is set (CI={ci!r}): in CI the golden files"
+            " are checked, never rewritten. Rewrite them locally and commit the reviewed diff."
+        )
+    return True
 
 
 def case_names() -> list[str]:
