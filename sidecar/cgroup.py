@@ -185,6 +185,21 @@ def _read_bounded(path: Path, limit: int = MOUNTINFO_MAX) -> str:
     return data.decode(errors="replace")
 
 
+def oom_kills(group: MemoryCgroup) -> int | None:
+    """How many processes the kernel OOM-killed in the group (v1 memory.oom_control, v2
+    memory.events `oom_kill`); None when the group is gone or the kernel does not say."""
+    name = "memory.oom_control" if group.version == 1 else "memory.events"
+    try:
+        text = group.folder.read(name, 4096)
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(b" ")
+        if key == b"oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
 class Sampler:
     """The one reader of a cgroup's memory files, many times a second: they are opened once
     through the held folder and re-read with pread, only the memory.stat field needed is

@@ -29,6 +29,14 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.missed = Counter(
+            "oomdump_missed_total",
+            "Processes gone over their threshold (or OOM-killed) with no profile saved, by "
+            "reason (no-port-yet, killed-during-capture, fetch-failed, killed-before-capture, "
+            "in-cooldown)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.crossing_to_dump = Histogram(
             "oomdump_crossing_to_dump_seconds",
             "From the sample that found the process over the threshold to its profile on disk",

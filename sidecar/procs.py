@@ -90,17 +90,23 @@ def own_pid(proc_root: Path) -> int:
         return os.getpid()
 
 
-def scan(proc_root: Path, self_pid: int) -> tuple[list[Process], dict[ProcessKey, str]]:
-    """Candidate processes, and the ones never to watch with the reason why."""
+def pid_names(proc_root: Path) -> frozenset[str]:
+    """The PIDs under PROC_ROOT, as names: one listdir, the cheap look for a new process."""
+    return frozenset(name for name in os.listdir(proc_root) if name.isdigit())
+
+
+def scan(
+    proc_root: Path, self_pid: int, pids: frozenset[str] | None = None
+) -> tuple[list[Process], dict[ProcessKey, str]]:
+    """Candidate processes (of `pids`, default: all), and the ones never to watch with the
+    reason why."""
     candidates: list[Process] = []
     skipped: dict[ProcessKey, str] = {}
     try:
-        entries = os.listdir(proc_root)
+        entries = pid_names(proc_root) if pids is None else pids
     except OSError as error:
         raise RuntimeError(f"cannot list PROC_ROOT {proc_root}: {error}") from error
     for name in entries:
-        if not name.isdigit():
-            continue
         pid = int(name)
         stat = read_stat(proc_root, pid)
         if stat is None:

@@ -5,8 +5,14 @@
     capture each process at or over CRITICAL% whose cooldown has passed (on a thread)
     wait for the detector (a poll interval, or an event)
 
-The process table is refreshed on a thread of its own (every `refresh_interval`: scanning
-/proc is the costly part), so the loop's reaction to an event never waits for a refresh.
+The process table is kept on a thread of its own, so the loop's reaction to an event never
+waits for it. Every WATCH_TIME it looks cheaply: the list of PIDs (one listdir), and each
+watched process's open-fd count (a new socket); a new PID (a container restarted, a
+process forked) starts a full refresh at once, so a process is watched, its threshold
+armed and its ports known within WATCH_TIME of its start, and OOMs at start-up are raced
+like any other. The full refresh (every process's stat and cgroup, the limits) also runs
+every `refresh_interval`. A process that goes while over its threshold with no profile
+saved is reported (`capture-missed`, with why).
 
 A capture never blocks the loop or another process's watch: each runs on a thread of its
 own (at most one per process at a time), so a hanging port delays nothing else. The
@@ -36,6 +42,10 @@ MAX_CAPTURES = 8
 # Seconds before a process found unwatchable is looked at again even though its
 # /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
 NOT_WATCHED_RECHECK = 30.0
+# For this long after a process was found unwatchable, every look re-reads its
+# /proc/<pid>/cgroup: a process that is moved into its container's group just after it
+# starts (as a launcher does) is watched at once.
+YOUNG_DECISION = 2.0
 
 
 @dataclass
@@ -50,6 +60,10 @@ class Watched:
     retry_after: float = 0.0
     capturing: bool = False
     captures: int = 0
+    over_since: float | None = None  # first sample of the current crossing, None when below
+    last_attempt_failed: bool = False
+    oom_kills_at_watch: int | None = None  # the group's OOM-kill count when first watched
+    watched_at: float = field(default_factory=time.monotonic)
 
     @property
     def watch(self) -> Watch:
@@ -92,6 +106,7 @@ class Watcher:
         self._pending_watches: list[Watch] | None = None
         self._loop_running = False
         self._refresh_wanted = threading.Event()
+        self._pids: frozenset[str] = frozenset()  # the PIDs the last full refresh saw
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -135,18 +150,41 @@ class Watcher:
             for thread in list(self._captures):
                 thread.join(max(0.0, end - time.monotonic()))
             for watched in self.watched.values():
-                watched.sampler.close()
-                watched.cgroup.close()
+                if not watched.capturing:  # a capture still running keeps its files
+                    watched.sampler.close()
+                    watched.cgroup.close()
             log.info("watch-stop", watched=len(self.watched))
 
     def _refresh_until(self, stop: threading.Event) -> None:
+        full_due = 0.0
         while not stop.is_set():
             try:
-                self.refresh()
+                if time.monotonic() >= full_due or self._refresh_wanted.is_set() or self.look():
+                    self._refresh_wanted.clear()
+                    self.refresh()
+                    full_due = time.monotonic() + self.refresh_interval
             except Exception as error:  # keep watching what we know
                 log.error("refresh-failed", error=repr(error))
-            self._refresh_wanted.wait(self.refresh_interval)
-            self._refresh_wanted.clear()
+            self._refresh_wanted.wait(self.config.watch_time)
+
+    def look(self) -> bool:
+        """The cheap look of every WATCH_TIME: True when the PIDs changed (a full refresh is
+        due); meanwhile new sockets of watched processes are found (PortFinder lists a
+        process's fds only when their count changed)."""
+        try:
+            pids = procs.pid_names(self.config.proc_root)
+        except OSError:
+            return True  # the refresh says why
+        if pids != self._pids:
+            return True
+        now = time.monotonic()
+        for key, (when, membership) in list(self._decided.items()):
+            if now - when < YOUNG_DECISION and self._cgroup_membership(key.pid) != membership:
+                return True
+        self._ports.begin()
+        for watched in list(self.watched.values()):
+            self._refresh_ports(watched)
+        return False
 
     def check(self, watched: Watched, fired: frozenset[Any]) -> None:
         """Sample one process's cgroup and start a capture when it is due."""
@@ -164,7 +202,12 @@ class Watcher:
                 self._refresh_wanted.set()  # it exited: drop it now
             return
         self.detector.note(watched.process.key, sample.usage_bytes, now, sample.raw_usage_bytes)
-        if sample.usage_bytes < threshold or watched.capturing or now < watched.retry_after:
+        if sample.usage_bytes < threshold:
+            watched.over_since = None
+            return
+        if watched.over_since is None:
+            watched.over_since = now
+        if watched.capturing or now < watched.retry_after:
             return
         if watched.last_capture is not None and now - watched.last_capture < self.config.cooldown:
             return
@@ -189,7 +232,8 @@ class Watcher:
         proc_root = self.config.proc_root
         self._ports.begin()
         now = time.monotonic()
-        candidates, skipped = procs.scan(proc_root, self._self_pid)
+        self._pids = procs.pid_names(proc_root)
+        candidates, skipped = procs.scan(proc_root, self._self_pid, self._pids)
         reasons: dict[procs.ProcessKey, str] = dict(skipped)
         seen: set[procs.ProcessKey] = set(skipped)
         changed = False
@@ -221,8 +265,8 @@ class Watcher:
                 gone = self.watched.pop(key)
             self.fetcher.forget(gone.endpoints)
             self._ports.forget([key])
-            gone.sampler.close()
-            gone.cgroup.close()
+            if not gone.capturing:  # else the capture retires it when it ends
+                self._retire(gone)
             log.info("process-gone", pid=key.pid, comm=gone.process.comm, captures=gone.captures)
             changed = True
         for watched in list(self.watched.values()):
@@ -282,6 +326,7 @@ class Watcher:
             [],
             sampler,
             limit,
+            oom_kills_at_watch=cgroup.oom_kills(resolved),
         )
         self._refresh_ports(watched)
         with self._table_lock:
@@ -339,6 +384,50 @@ class Watcher:
             ports=",".join(str(e) for e in found) or "none",
         )
 
+    def _retire(self, gone: Watched, during_capture: bool = False) -> None:
+        """A process that left the table: say whether it was missed, release its files."""
+        self._report_if_missed(gone, during_capture)
+        gone.sampler.close()
+        gone.cgroup.close()
+
+    def _report_if_missed(self, gone: Watched, during_capture: bool) -> None:
+        """Say so when a process went over its threshold, or OOM-killed, with no profile
+        saved since it crossed: the operator learns the watcher saw it, and why nothing is
+        there."""
+        kills = cgroup.oom_kills(gone.cgroup)
+        oom_killed = (
+            "unknown"
+            if kills is None or gone.oom_kills_at_watch is None
+            else ("yes" if kills > gone.oom_kills_at_watch else "no")
+        )
+        crossed = gone.over_since is not None or oom_killed == "yes"
+        since = gone.over_since if gone.over_since is not None else 0.0
+        if not crossed or (gone.last_capture is not None and gone.last_capture >= since):
+            return
+        in_cooldown = (
+            gone.last_capture is not None
+            and time.monotonic() - gone.last_capture < self.config.cooldown
+        )
+        if during_capture:
+            reason = "killed-during-capture"
+        elif not gone.endpoints:
+            reason = "no-port-yet"
+        elif gone.last_attempt_failed:
+            reason = "fetch-failed"
+        elif in_cooldown:
+            reason = "in-cooldown"
+        else:
+            reason = "killed-before-capture"
+        self.metrics.missed.labels(reason).inc()
+        log.warn(
+            "capture-missed",
+            pid=gone.process.pid,
+            comm=gone.process.comm,
+            reason=reason,
+            oom_killed=oom_killed,
+            watched_for=f"{time.monotonic() - gone.watched_at:.3f}s",
+        )
+
     def _say_once(self, reasons: dict[procs.ProcessKey, str]) -> None:
         counts: dict[str, int] = {}
         for key, reason in reasons.items():
@@ -362,6 +451,7 @@ class Watcher:
             self.metrics.failures.labels("crashed").inc()
         finally:
             # Stamp before clearing `capturing`, so the loop never sees neither.
+            watched.last_attempt_failed = not saved
             if saved:
                 watched.last_capture = time.monotonic()
                 watched.captures += 1
@@ -369,6 +459,10 @@ class Watcher:
                 watched.retry_after = time.monotonic() + FAILED_RETRY
             watched.capturing = False
             self._captures.discard(threading.current_thread())
+        with self._table_lock:
+            gone = self.watched.get(watched.process.key) is not watched
+        if gone:
+            self._retire(watched, during_capture=True)
         if not saved:
             log.warn(
                 "capture-failed",

@@ -55,7 +55,16 @@ SHAPES = {
     "gradual": ["-shape", "gradual", "-rate", "64"],
     "doubling": ["-shape", "doubling", "-start", "4", "-period", "300ms"],
     "burst": ["-shape", "burst"],
+    # Start-up OOMs: the process serves pprof at once and bursts on its own soon after it
+    # starts; the watcher is already running, as in a pod whose app container (re)starts.
+    "startup-300ms": ["-shape", "burst", "-after", "300ms"],
+    "startup-1s": ["-shape", "burst", "-after", "1s"],
+    # The same cgroup, the process started again after each kill (CrashLoopBackOff
+    # without the back-off): RESTART_LIVES lives per run, each a row entry of its own.
+    "restart-loop": ["-shape", "burst", "-after", "1s"],
 }
+STARTUP_SHAPES = ("startup-300ms", "startup-1s", "restart-loop")
+RESTART_LIVES = 5
 MODES = {  # name -> watcher environment
     "events": {"DETECT_MODE": "events", "WATCH_TIME": "100ms"},
     "adaptive": {"DETECT_MODE": "adaptive", "WATCH_TIME": "100ms"},
@@ -223,13 +232,70 @@ def one_run(
     dump_dir: Path,
     view: PodView,
     page_cache_mib: int = 0,
+    group: MemoryCgroup | None = None,
 ) -> Run:
+    """One leak in a fresh group (or in `group`, for the restart loop)."""
+    with ExitStack() as stack:
+        if group is None:
+            group = stack.enter_context(memory_cgroup(LIMIT, prefix="oomdump-bench"))
+        if shape in STARTUP_SHAPES:
+            return startup_run(leaker, shape, mode, watcher, dump_dir, view, group)
+        return signalled_run(leaker, shape, mode, watcher, dump_dir, view, page_cache_mib, group)
+    raise AssertionError("unreachable")
+
+
+def startup_run(
+    leaker: Path,
+    shape: str,
+    mode: str,
+    watcher: WatcherProcess,
+    dump_dir: Path,
+    view: PodView,
+    group: MemoryCgroup,
+) -> Run:
+    """The process appears in the pod and leaks on its own: discovery is part of the race."""
+    run = Run(shape, mode, metric=metric_of(mode), discovered=True)
+    log_from = len(watcher.log.lines)
+    kills_before = group.oom_kills()
+    crossing = Crossing(group, run.metric)
+    app = group.spawn([str(leaker), *SHAPES[shape]], stdout=subprocess.PIPE, text=True, bufsize=1)
+    view.add(app.pid)  # a pod's /proc shows a new process at once
+    out = Lines(app.stdout)
+    run.pid = app.pid
+    try:
+        try:
+            app.wait(120)
+        except subprocess.TimeoutExpired:
+            run.notes.append("leaker not killed within 120s")
+    finally:
+        crossing.close()
+        with suppress(ProcessLookupError):
+            os.killpg(app.pid, signal.SIGKILL)
+        app.wait()
+        view.remove(app.pid)
+    run.crossed_ns = crossing.at_ns
+    run.crossed_monotonic_ns = crossing.at_monotonic_ns
+    run.raw_crossed_monotonic_ns = crossing.raw_at_monotonic_ns
+    run.crossing_polls = crossing.polls
+    run.oom_killed = group.oom_kills() > kills_before
+    finish(run, watcher, out, dump_dir, log_from)
+    return run
+
+
+def signalled_run(
+    leaker: Path,
+    shape: str,
+    mode: str,
+    watcher: WatcherProcess,
+    dump_dir: Path,
+    view: PodView,
+    page_cache_mib: int,
+    group: MemoryCgroup,
+) -> Run:
+    """The leak starts (SIGUSR1) only once the watcher has connected to the process."""
     run = Run(shape, mode, metric=metric_of(mode))
     log_from = len(watcher.log.lines)
-    with (
-        memory_cgroup(LIMIT, prefix="oomdump-bench") as group,
-        tempfile.TemporaryDirectory(prefix="oomdump-bench-cache-", dir="/var/tmp") as cache,
-    ):
+    with tempfile.TemporaryDirectory(prefix="oomdump-bench-cache-", dir="/var/tmp") as cache:
         if page_cache_mib:  # as a real service's files: usage crosses before the working set
             group.charge_page_cache(Path(cache), page_cache_mib)
         app = group.spawn(
@@ -277,7 +343,12 @@ def one_run(
                 os.killpg(app.pid, signal.SIGKILL)
             app.wait()
             view.remove(app.pid)
-    # The watcher drops a process on its next table refresh; its captures end before.
+    finish(run, watcher, out, dump_dir, log_from)
+    return run
+
+
+def finish(run: Run, watcher: WatcherProcess, out: Lines, dump_dir: Path, log_from: int) -> None:
+    # The watcher drops a process on its next look; its captures end before.
     watcher.log.wait_for(lambda line: "event=process-gone" in line and f"pid={run.pid} " in line, 5)
     requests = [line.split() for line in out.lines if line.startswith("request ")]
     first_fetch = [int(r[1]) for r in requests if "gc=1" not in r[2] and "heap" in r[2]]
@@ -285,7 +356,6 @@ def one_run(
     collect_dumps(run, dump_dir)
     if not run.captured:  # what the watcher said meanwhile, for the raw results
         run.notes += watcher.log.lines[log_from:]
-    return run
 
 
 def collect_dumps(run: Run, dump_dir: Path) -> None:
@@ -479,10 +549,20 @@ def main() -> int:
         watcher = start_watcher(MODES[mode], dump_dir, view)
         try:
             for shape in shapes:
-                for _ in range(args.runs):
-                    runs.append(
-                        one_run(leaker, shape, mode, watcher, dump_dir, view, args.page_cache_mib)
-                    )
+                if shape == "restart-loop":
+                    for _ in range(max(1, args.runs // RESTART_LIVES)):
+                        with memory_cgroup(LIMIT, prefix="oomdump-bench") as group:
+                            for _ in range(RESTART_LIVES):
+                                runs.append(
+                                    one_run(leaker, shape, mode, watcher, dump_dir, view, 0, group)
+                                )
+                else:
+                    for _ in range(args.runs):
+                        runs.append(
+                            one_run(
+                                leaker, shape, mode, watcher, dump_dir, view, args.page_cache_mib
+                            )
+                        )
                 rows.append(summarize(runs, shape, mode))
                 print(f"# {mode} {shape} done at {time.monotonic() - began:.0f}s", flush=True)
         finally:

@@ -72,7 +72,13 @@ func main() {
 	startMiB := flag.Int("start", 4, "doubling: MiB retained before the first doubling")
 	period := flag.Duration("period", 300*time.Millisecond, "doubling: time between steps")
 	now := flag.Bool("now", false, "leak at once instead of waiting for SIGUSR1")
+	after := flag.Duration("after", 0, "leak this long after start on its own (a start-up OOM; no SIGUSR1)")
+	baseMiB := flag.Int("base", 0, "MiB retained at start, before serving pprof (what a service loads first)")
 	flag.Parse()
+	started := time.Now()
+	if *baseMiB > 0 {
+		retained = append(retained, touched(*baseMiB*mib))
+	}
 
 	// Subscribed before "listening" is printed, so a SIGUSR1 sent right after is not lost.
 	start := make(chan os.Signal, 1)
@@ -96,7 +102,10 @@ func main() {
 	go func() { log.Fatal(server.Serve(listener)) }()
 	fmt.Printf("listening %d\n", listener.Addr().(*net.TCPAddr).Port)
 
-	if !*now {
+	switch {
+	case *after > 0:
+		time.Sleep(time.Until(started.Add(*after)))
+	case !*now:
 		<-start
 	}
 	fmt.Println("leaking")

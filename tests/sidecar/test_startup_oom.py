@@ -1,0 +1,93 @@
+"""OOMs at start-up, against the real watcher (`python -m sidecar`, its defaults) already
+running, as in a pod whose app container starts or restarts: a Go process that serves pprof
+at once and bursts soon after, a container restarted in the same cgroup, and one killed
+before it could serve a profile (reported, with why).
+
+Needs root and the v1 memory controller (skipped with the reason otherwise).
+"""
+
+import json
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup
+from testinfra.gobuild import build_local
+from testinfra.netutil import free_port
+from testinfra.watcher_process import PodView, WatcherProcess
+
+pytestmark = [pytest.mark.cgroup, pytest.mark.usefixtures("cgroup_v1")]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def leaker() -> Path:
+    return build_local("leaker", REPO / "bench" / "capture" / "leaker")
+
+
+@pytest.fixture
+def pod(tmp_path: Path) -> Iterator[tuple[WatcherProcess, PodView, Path]]:
+    """The watcher with an empty pod view: the app's processes appear in it as they start."""
+    (tmp_path / "proc").mkdir()
+    view = PodView(tmp_path / "proc")
+    dumps = tmp_path / "dumps"
+    port = free_port()
+    env = {"PROC_ROOT": view.proc_root, "DUMP_DIR": str(dumps), "METRICS_PORT": str(port)}
+    with WatcherProcess(env) as watcher:
+        watcher.metrics_port = port  # type: ignore[attr-defined]
+        yield watcher, view, dumps
+
+
+def start(group: MemoryCgroup, view: PodView, leaker: Path, *flags: str) -> subprocess.Popen:
+    process = group.spawn([str(leaker), *flags], stdout=subprocess.DEVNULL)
+    view.add(process.pid)  # as the pod's /proc shows a new process at once
+    return process
+
+
+def dumps_of(dumps: Path, pid: int) -> list[dict]:
+    found = [json.loads(path.read_text()) for path in sorted(dumps.rglob("*.json"))]
+    return [metadata for metadata in found if metadata["pid"] == pid]
+
+
+def test_a_burst_300ms_after_start_is_captured(leaker: Path, pod) -> None:
+    watcher, view, dumps = pod
+    with memory_cgroup(256 * MiB) as group:
+        app = start(group, view, leaker, "-shape", "burst", "-after", "300ms")
+        assert app.wait(timeout=60) == -9 and group.oom_kills() == 1
+    saved = dumps_of(dumps, app.pid)
+    assert saved, "\n".join(watcher.log.lines[-30:])
+    assert saved[0]["percent"] >= 70
+
+
+def test_every_life_of_a_restarting_container_is_captured(leaker: Path, pod) -> None:
+    """The same cgroup, the process killed and started again: each life is a new process
+    (a new PID), captured once it serves a profile."""
+    watcher, view, dumps = pod
+    lives = []
+    with memory_cgroup(256 * MiB) as group:
+        for _ in range(3):
+            app = start(group, view, leaker, "-shape", "burst", "-after", "1s")
+            assert app.wait(timeout=60) == -9
+            view.remove(app.pid)
+            lives.append(app.pid)
+        assert group.oom_kills() == len(lives)
+    missing = [pid for pid in lives if not dumps_of(dumps, pid)]
+    assert not missing, "\n".join(watcher.log.lines[-40:])
+
+
+def test_killed_before_it_could_serve_a_profile_is_reported(leaker: Path, pod) -> None:
+    """It loads more than its limit before it listens: nothing can be fetched, and the
+    watcher says that it saw the OOM and why nothing was saved."""
+    watcher, view, dumps = pod
+    with memory_cgroup(256 * MiB) as group:
+        app = start(group, view, leaker, "-base", "400", "-now")
+        assert app.wait(timeout=60) == -9 and group.oom_kills() == 1
+        line = watcher.log.wait_for_all("event=capture-missed", f"pid={app.pid} ")
+    assert "reason=no-port-yet" in line and "oom_killed=yes" in line
+    assert not dumps_of(dumps, app.pid)
+    with urllib.request.urlopen(f"http://127.0.0.1:{watcher.metrics_port}/metrics") as answer:
+        metrics = answer.read().decode()
+    assert 'oomdump_missed_total{reason="no-port-yet"} 1.0' in metrics
