@@ -86,12 +86,32 @@ def parse_defaults(text: str, source: str) -> SidecarDefaults:
     resources = document.get("resources", BUILTIN_RESOURCES)
     if not isinstance(resources, dict) or not set(resources) <= {"requests", "limits"}:
         raise DefaultsError(f"{source}: resources must be a mapping of requests/limits")
+    profile = _parse_profile(document, source)
+    if profile == "least-privilege":
+        _check_unprivileged_env(env, source)
     return SidecarDefaults(
         env={name: value for name, value in env.items() if value != ""},
         env_from=copy.deepcopy(env_from),
         resources=copy.deepcopy(resources),
-        profile=_parse_profile(document, source),
+        profile=profile,
     )
+
+
+# Under least-privilege the cgroupfs is read-only: no eventfd threshold can be armed and
+# no limit raised, so asking for either is refused rather than silently not done.
+_NEEDS_WRITABLE_CGROUPFS = {
+    "DETECT_MODE": ({"events"}, "DETECT_MODE=events"),
+    "EMERGENCY_BRAKE": ({"1", "true", "on", "yes"}, "EMERGENCY_BRAKE"),
+}
+
+
+def _check_unprivileged_env(env: dict[str, str], source: str) -> None:
+    for name, (refused, what) in _NEEDS_WRITABLE_CGROUPFS.items():
+        if env.get(name, "").strip().lower() in refused:
+            raise DefaultsError(
+                f"{source}: {what} needs a writable cgroupfs, which privilegeProfile"
+                " least-privilege does not give; use privilegeProfile: privileged"
+            )
 
 
 def _parse_profile(document: dict[str, Any], source: str) -> PrivilegeProfile:

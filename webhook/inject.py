@@ -197,6 +197,10 @@ def _container(
 ) -> dict[str, Any]:
     defaults = config.defaults
     values = {**defaults.env, **overrides}
+    if defaults.profile == "least-privilege":
+        # The cgroupfs is read-only: `auto` would try eventfd thresholds on v1 first and
+        # fall back to the plain poll; the adaptive poll is the best detector left.
+        values.setdefault("DETECT_MODE", "adaptive")
     env: list[dict[str, Any]] = [
         {"name": name, "value": escape_env_value(value)}
         for name, value in values.items()

@@ -86,6 +86,14 @@ def test_partial_file_keeps_builtins_and_numbers_become_strings() -> None:
         ),
         ("privilegeProfile: [privileged]", "privilegeProfile must be one of"),
         (
+            "privilegeProfile: least-privilege\nenv: {DETECT_MODE: events}",
+            "DETECT_MODE=events needs a writable cgroupfs",
+        ),
+        (
+            "privilegeProfile: least-privilege\nenv: {EMERGENCY_BRAKE: 'on'}",
+            "EMERGENCY_BRAKE needs a writable cgroupfs",
+        ),
+        (
             "privileged: true\nprivilegeProfile: least-privilege",
             "privileged: true contradicts privilegeProfile: least-privilege",
         ),

@@ -180,6 +180,9 @@ def test_privileged_profile_is_privileged_with_a_read_only_root() -> None:
 
 def test_least_privilege_profile_adds_only_sys_ptrace() -> None:
     _, sidecar = sidecar_with("least-privilege")
+    env = {e["name"]: e.get("value") for e in sidecar["env"]}
+    assert env["DETECT_MODE"] == "adaptive"  # the cgroupfs is read-only: no events
+    assert "DETECT_MODE" not in {e["name"] for e in sidecar_with("privileged")[1]["env"]}
     assert sidecar["securityContext"] == {
         "runAsUser": 0,
         "runAsNonRoot": False,
