@@ -377,6 +377,14 @@ class _Resolved:
         self.location_index = _Index(tables.location_ids, "location")
         self.lines = lines
         self.ends = ends
+        # By location id when ids are dense (as Go writes them): the one name of a location
+        # with exactly one line, else -1; slot 0 is -1 (id 0 is never valid). Most locations
+        # have one line, so most stacks resolve in C (map over this array).
+        self.single = array("q", [-1])
+        if self.location_index.dense:
+            for location in range(len(ends)):
+                start = ends[location - 1] if location else 0
+                self.single.append(lines[start] if ends[location] - start == 1 else -1)
 
 
 def _second_pass(
@@ -395,7 +403,7 @@ def _second_pass(
     frames = 0
     sample = 0
     lookup, lines, ends = resolved.location_index, resolved.lines, resolved.ends
-    dense, located = lookup.dense, lookup.count
+    dense, located, single = lookup.dense, lookup.count, resolved.single
     for number, wire_type, value, stream in _fields(data, limits, clock):
         if number != 2:
             _skip(stream, wire_type, value)
@@ -412,6 +420,11 @@ def _second_pass(
         _cap(len(locations), limits.stack_depth, "too-deep", f"frames in {what}")
         frames += len(locations)
         _cap(frames, limits.frames, "too-many-frames", "frames in all samples")
+        if dense and locations and max(locations) <= located:
+            singles = list(map(single.__getitem__, locations))
+            if -1 not in singles:
+                _add(totals, flat, cum, wanted, values, singles[0], set(singles))
+                continue
         leaf = -1  # a sample without locations counts in the total only
         named: set[int] = set()
         for depth, ident in enumerate(locations):
@@ -423,16 +436,29 @@ def _second_pass(
             named.update(lines[start:end])
             if depth == 0:
                 leaf = lines[start] if end > start else resolved.unsymbolized
-        for slot, type_index in enumerate(wanted):
-            amount = values[type_index]
-            if amount & _SIGN64:
-                amount -= 1 << 64
-            totals[slot] += abs(amount)
-            if leaf >= 0:
-                flat[slot][leaf] += amount
-            for name in named:
-                cum[slot][name] += amount
+        _add(totals, flat, cum, wanted, values, leaf, named)
     return totals, flat, cum
+
+
+def _add(
+    totals: list[int],
+    flat: list[array],
+    cum: list[array],
+    wanted: list[int],
+    values: list[int],
+    leaf: int,
+    named: set[int],
+) -> None:
+    """Add one sample's values (uint64 as sent, read as int64) to the sums."""
+    for slot, type_index in enumerate(wanted):
+        amount = values[type_index]
+        if amount & _SIGN64:
+            amount -= 1 << 64
+        totals[slot] += abs(amount)
+        if leaf >= 0:
+            flat[slot][leaf] += amount
+        for name in named:
+            cum[slot][name] += amount
 
 
 def read(

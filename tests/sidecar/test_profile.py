@@ -17,23 +17,27 @@ REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
 BOMB_MIB = 300
 
-# Run in a fresh interpreter so ru_maxrss (the process's peak) measures this check alone:
-# argv is the profile module's file and the body's file; prints the reason and the growth
-# of the peak resident size, in KiB, over the check.
+# Run in a fresh interpreter so VmHWM (the peak resident size of this process's memory, which
+# unlike ru_maxrss does not inherit the parent's peak through fork and exec) measures this
+# check alone: argv is the profile module's file and the body's file; prints the reason and
+# the growth of the peak, in KiB, over the check.
 MEASURE = textwrap.dedent(
     """
-    import importlib.util, resource, sys
+    import importlib.util, sys
+    def peak():
+        with open("/proc/self/status") as status:
+            return next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
     spec = importlib.util.spec_from_file_location("candidate", sys.argv[1])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     body = open(sys.argv[2], "rb").read()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = peak()
     try:
         module.check(body)
         reason = "ok"
     except module.NotAProfile as error:
         reason = str(error).partition(":")[0]
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    after = peak()
     print(reason, after - before)
     """
 )
