@@ -188,6 +188,8 @@ def _security(defaults: SidecarDefaults) -> dict[str, Any]:
         security["privileged"] = False
         security["allowPrivilegeEscalation"] = False
         security["capabilities"] = {"drop": ["ALL"], "add": ["SYS_PTRACE"]}
+        # The runtime's default syscall filter (a privileged container runs without one).
+        security["seccompProfile"] = {"type": "RuntimeDefault"}
     security["readOnlyRootFilesystem"] = True
     return security
 

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import one
+from tests.deploy.pod_security import violations
 from tests.deploy.test_schema import KUBERNETES_VERSIONS
 from webhook.config import InjectConfig, parse_defaults
 from webhook.inject import CONTAINER_NAME, inject
@@ -52,3 +53,18 @@ def test_every_profile_has_a_read_only_root(base, examples, profile: str) -> Non
     assert [(m["mountPath"], "emptyDir" in volumes[m["name"]]) for m in writable] == [
         ("/tmp/oomdump", True)
     ]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_each_profile_needs_the_privileged_pod_security_level(base, examples, profile: str) -> None:
+    """What README's Security section tells operators: SYS_PTRACE (least-privilege) is
+    outside `baseline` as privileged mode is, so an opted-in namespace must enforce
+    `privileged` in both profiles, and deploy/examples does."""
+    template = one(examples, "Deployment", "go-memory-leak")["spec"]["template"]
+    plain = violations({"apiVersion": "v1", "kind": "Pod", **template})
+    assert plain["baseline"] == []  # the app alone is fine: the watcher is what needs more
+    found = violations(injected_demo(base, examples, profile))
+    expected = "privileged" if profile == "privileged" else "non-default capabilities"
+    assert any(expected in reason for reason in found["baseline"]), found
+    namespace = one(examples, "Namespace", "oomdump-demo")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"

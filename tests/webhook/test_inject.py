@@ -189,6 +189,7 @@ def test_least_privilege_profile_adds_only_sys_ptrace() -> None:
         "privileged": False,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"], "add": ["SYS_PTRACE"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
         "readOnlyRootFilesystem": True,
     }
 
