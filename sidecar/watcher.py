@@ -64,6 +64,7 @@ class Watched:
     last_attempt_failed: bool = False
     oom_kills_at_watch: int | None = None  # the group's OOM-kill count when first watched
     watched_at: float = field(default_factory=time.monotonic)
+    had_ports: bool = False  # ever listened on a port (a dying process's fds are gone)
 
     @property
     def watch(self) -> Watch:
@@ -375,6 +376,7 @@ class Watcher:
             return
         self.fetcher.forget(set(watched.endpoints) - set(found))
         watched.endpoints = found
+        watched.had_ports |= bool(found)
         # Connecting can stall (a full accept queue): never on the loop's thread.
         threading.Thread(target=self.fetcher.prepare, args=(found,), daemon=True).start()
         log.info(
@@ -410,7 +412,7 @@ class Watcher:
         )
         if during_capture:
             reason = "killed-during-capture"
-        elif not gone.endpoints:
+        elif not gone.had_ports:
             reason = "no-port-yet"
         elif gone.last_attempt_failed:
             reason = "fetch-failed"
