@@ -111,14 +111,18 @@ def parse_mountinfo(text: str) -> list[Mount]:
     return mounts
 
 
+def _components(path: str) -> list[str]:
+    # `..` stays a component: a path outside the reader's cgroup namespace starts with it
+    # (`/../ctr`), and normalising it away would name another group.
+    return [part for part in path.split("/") if part not in ("", ".")]
+
+
 def _relative(path: str, root: str) -> str | None:
     """`path` below `root` ('' when equal), or None when `root` is not an ancestor."""
-    path = posixpath.normpath(path)
-    root = posixpath.normpath(root)
-    if path == root:
-        return ""
-    prefix = root.rstrip("/") + "/"
-    return path[len(prefix) :] if path.startswith(prefix) else None
+    parts, root_parts = _components(path), _components(root)
+    if parts[: len(root_parts)] != root_parts:
+        return None
+    return "/".join(parts[len(root_parts) :])
 
 
 def locate(version: Literal[1, 2], path: str, mounts: list[Mount]) -> tuple[str, str]:
@@ -132,11 +136,17 @@ def locate(version: Literal[1, 2], path: str, mounts: list[Mount]) -> tuple[str,
         raise CgroupError(f"no {kind} mount in the process's mountinfo")
     inside = [(m, rel) for m in candidates if (rel := _relative(path, m.root)) is not None]
     if inside:
-        mount, rel = max(inside, key=lambda pair: len(pair[0].root))
+        mount, rel = max(inside, key=lambda pair: len(_components(pair[0].root)))
         return mount.mount_point, rel
-    # A cgroup namespace whose root the mount does not show as an ancestor: the container
-    # mounted its own cgroup at the mount point.
-    return candidates[0].mount_point, ""
+    if not _components(path):
+        # The process sits at the root of the reader's cgroup namespace, which its own
+        # mount names from another namespace: the mount point is its group.
+        return candidates[0].mount_point, ""
+    raise CgroupError(
+        f"cgroup {path} is outside every {'memory' if version == 1 else 'cgroup2'} mount "
+        "the process has (its group lies outside the watcher's cgroup namespace and the "
+        "process's view): not resolved, so no other group is taken for it"
+    )
 
 
 def resolve(proc_root: Path, pid: int) -> MemoryCgroup:

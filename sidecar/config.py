@@ -10,6 +10,7 @@ from typing import Literal
 from oomdump.durations import parse_duration
 
 MemoryMetric = Literal["working_set", "usage"]
+DETECT_MODES = ("auto", "events", "adaptive", "poll")
 
 
 class ConfigError(ValueError):
@@ -45,6 +46,9 @@ class Config:
     # How often /proc is scanned for new processes, ports and limits (an exit is noticed at
     # once); the costliest part of idle watching, so slower than WATCH_TIME.
     refresh_interval: float
+    # Retry delays of one dump's upload: doubling from the first, never past the second.
+    upload_backoff_min: float
+    upload_backoff_max: float
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -110,6 +114,13 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     host = socket.gethostname()
     metrics_port = _int(env, "METRICS_PORT", 0, 1, 65535) if env.get("METRICS_PORT") else None
+    backoff_min = _duration(env, "UPLOAD_BACKOFF_MIN", "1s", 0.01)
+    backoff_max = _duration(env, "UPLOAD_BACKOFF_MAX", "60s", 0.01)
+    if backoff_max < backoff_min:
+        raise ConfigError(
+            f"UPLOAD_BACKOFF_MAX={env.get('UPLOAD_BACKOFF_MAX', '').strip()!r} is below "
+            f"UPLOAD_BACKOFF_MIN ({backoff_min:g}s); allowed: a Go-style duration >= it"
+        )
     pprof_path = env.get("PPROF_PATH", "").strip() or "/debug/pprof/heap"
     if not pprof_path.startswith("/"):
         raise ConfigError(f"PPROF_PATH={pprof_path!r} must start with '/'")
@@ -129,7 +140,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         node_name=env.get("NODE_NAME", "").strip() or host,
         proc_root=Path(env.get("PROC_ROOT", "").strip() or "/proc"),
         metrics_port=metrics_port,
-        detect_mode=env.get("DETECT_MODE", "").strip() or "auto",
+        detect_mode=_choice(env, "DETECT_MODE", "auto", DETECT_MODES),
         emergency_brake=_bool(env, "EMERGENCY_BRAKE"),
         spool_max_files=_int(env, "SPOOL_MAX_FILES", 200, 1, 1_000_000),
         spool_max_bytes=_int(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, 2**50),
@@ -137,4 +148,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         pprof_max_bytes=_int(env, "PPROF_MAX_BYTES", 64 * 1024 * 1024, 1024, 2**40),
         shutdown_grace=_duration(env, "SHUTDOWN_GRACE", "10s", 0.0),
         refresh_interval=_duration(env, "REFRESH_INTERVAL", "2s", 0.1),
+        upload_backoff_min=backoff_min,
+        upload_backoff_max=backoff_max,
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from sidecar.cgroup import MemoryCgroup
-from sidecar.config import MemoryMetric
+from sidecar.config import DETECT_MODES, MemoryMetric
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,6 @@ class Brake(Protocol):
 class NoBrake:
     def holding(self, watch: Watch) -> AbstractContextManager[None]:
         return nullcontext()
-
-
-DETECT_MODES = ("auto", "events", "adaptive", "poll")
 
 
 def make_detector(mode: str, interval: float, metric: MemoryMetric = "working_set") -> Detector:

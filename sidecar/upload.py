@@ -12,21 +12,18 @@ not with this module: they are most of the watcher's resident memory, which an i
 """
 
 import math
-import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from oomdump.durations import parse_duration
 from sidecar import log
 from sidecar.spool import Dump, Spool
 
 DEFAULT_MIN_BACKOFF = 1.0
 DEFAULT_MAX_BACKOFF = 60.0
-_SHORTEST_BACKOFF = 0.01
 _JITTER = 0.8  # a delay is drawn from [0.8, 1] x its step, so retries of many dumps spread out
 # Failures that a new client can cure (credentials re-read from the chain, e.g. a mounted
 # Secret fixed). Any other failure keeps the client: making one costs ~0.5 s of CPU under the
@@ -41,27 +38,6 @@ _NEW_CLIENT_REASONS = frozenset(
         "NoCredentials",
     }
 )
-
-
-def backoff_from_env(env: Mapping[str, str]) -> tuple[float, float]:
-    """(min, max) retry delays from UPLOAD_BACKOFF_MIN / UPLOAD_BACKOFF_MAX (Go durations).
-
-    A bad value is logged and the defaults are used: the uploader must keep the dumps moving.
-    """
-    try:
-        low = parse_duration(env.get("UPLOAD_BACKOFF_MIN", "").strip() or "1s")
-        high = parse_duration(env.get("UPLOAD_BACKOFF_MAX", "").strip() or "60s")
-        if low < _SHORTEST_BACKOFF or high < low:
-            raise ValueError(f"need {_SHORTEST_BACKOFF * 1000:g}ms <= MIN <= MAX")
-    except ValueError as error:
-        log.error(
-            "config-invalid",
-            variable="UPLOAD_BACKOFF_MIN/UPLOAD_BACKOFF_MAX",
-            detail=str(error),
-            action=f"using {DEFAULT_MIN_BACKOFF:g}s and {DEFAULT_MAX_BACKOFF:g}s",
-        )
-        return DEFAULT_MIN_BACKOFF, DEFAULT_MAX_BACKOFF
-    return low, high
 
 
 def make_s3_client(endpoint_url: str | None) -> Any:
@@ -113,14 +89,10 @@ class Uploader:
         spool: Spool,
         bucket: str,
         client_factory: Callable[[], Any],
-        min_backoff: float | None = None,
-        max_backoff: float | None = None,
+        min_backoff: float = DEFAULT_MIN_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
         on_result: Callable[[str, str], None] | None = None,
     ) -> None:
-        if min_backoff is None or max_backoff is None:
-            env_min, env_max = backoff_from_env(os.environ)
-            min_backoff = env_min if min_backoff is None else min_backoff
-            max_backoff = env_max if max_backoff is None else max_backoff
         self._spool = spool
         self._bucket = bucket
         self._client_factory = client_factory

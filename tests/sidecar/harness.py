@@ -8,31 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sidecar import detect
-from sidecar.config import Config, load_config
-from sidecar.fetch import PprofFetcher
-from sidecar.metrics import Metrics
+from sidecar.assemble import build
+from sidecar.config import load_config
 from sidecar.procs import Process
-from sidecar.spool import Spool
 from sidecar.watcher import Watcher
 
 
-def make_watcher(
-    env: dict[str, str], select: Callable[[Process], bool], refresh_interval: float = 0.2
-) -> Watcher:
-    config: Config = load_config(env)
-    spool = Spool(config.dump_dir, config.spool_max_files, config.spool_max_bytes)
-    spool.prepare()
-    return Watcher(
-        config,
-        detect.make_detector("poll", config.watch_time),
-        detect.make_brake(False),
-        spool,
-        PprofFetcher(config.pprof_path, config.fetch_timeout, config.pprof_max_bytes),
-        Metrics(),
-        select=select,
-        refresh_interval=refresh_interval,
-    )
+def make_watcher(env: dict[str, str], select: Callable[[Process], bool]) -> Watcher:
+    """The watcher `python -m sidecar` builds for `env` (its defaults: DETECT_MODE=auto,
+    events on these v1 groups), narrowed to the processes `select` takes."""
+    return build(load_config(env), select=select).watcher
 
 
 @contextmanager

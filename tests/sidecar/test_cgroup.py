@@ -304,3 +304,21 @@ def test_sampler_reads_memory_stat_only_at_or_over_the_threshold(
         assert usage_sampler.stat_reads == 0
     finally:
         usage_sampler.close()
+
+
+def test_a_group_outside_the_watchers_namespace_is_never_taken_for_another(
+    tmp_path: Path,
+) -> None:
+    """`0::/../host` under a mount whose root is `/../..` (as a real 6.1 kernel showed it in
+    tests/v2): dropping the `..` would name /sys/fs/cgroup/host, a decoy with another limit.
+    The group is refused, with the reason, instead."""
+    mountinfo = (
+        "29 23 0:26 /../.. /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 "
+        "rw,nsdelegate\n"
+    )
+    decoy = v2_memory_files("/sys/fs/cgroup/host", 10 * MiB, str(2 * 128 * MiB))
+    write_process(
+        tmp_path, FakeProcess(7, "app", cgroup="0::/../host\n", mountinfo=mountinfo, files=decoy)
+    )
+    with pytest.raises(cgroup.CgroupError, match="outside every cgroup2 mount"):
+        cgroup.resolve(tmp_path, 7)

@@ -15,6 +15,7 @@ import boto3
 import botocore.config
 import pytest
 
+from sidecar.config import ConfigError, load_config
 from sidecar.spool import Dump, Spool
 from sidecar.upload import Uploader
 from testinfra.minio import MinioServer, running_minio
@@ -261,14 +262,17 @@ def test_backoff_doubles_and_never_passes_its_cap(tmp_path: Path) -> None:
             assert 0.8 * step <= uploader.delay(failures) <= step
 
 
-def test_backoff_bounds_come_from_the_environment(tmp_path: Path, monkeypatch, logs) -> None:
+def test_backoff_bounds_come_from_the_config(tmp_path: Path) -> None:
+    config = load_config(
+        {"DUMP_DIR": str(tmp_path), "UPLOAD_BACKOFF_MIN": "250ms", "UPLOAD_BACKOFF_MAX": "2m"}
+    )
+    assert (config.upload_backoff_min, config.upload_backoff_max) == (0.25, 120.0)
+    with pytest.raises(ConfigError, match="UPLOAD_BACKOFF_MAX='100ms' is below"):
+        load_config({"UPLOAD_BACKOFF_MIN": "250ms", "UPLOAD_BACKOFF_MAX": "100ms"})
+    defaults = load_config({})
+    assert (defaults.upload_backoff_min, defaults.upload_backoff_max) == (1.0, 60.0)
     spool = Spool(tmp_path, 1, 1 << 20)
-    monkeypatch.setenv("UPLOAD_BACKOFF_MIN", "250ms")
-    monkeypatch.setenv("UPLOAD_BACKOFF_MAX", "2m")
-    assert Uploader(spool, "b", lambda: None).backoff_bounds == (0.25, 120.0)
-    monkeypatch.setenv("UPLOAD_BACKOFF_MAX", "100ms")  # below the minimum: refused
     assert Uploader(spool, "b", lambda: None).backoff_bounds == (1.0, 60.0)
-    assert logs.matching("event=config-invalid", "UPLOAD_BACKOFF_MIN/UPLOAD_BACKOFF_MAX")
 
 
 def test_a_new_client_only_for_failures_it_can_cure(
