@@ -1,6 +1,8 @@
 """The real server: `python -m webhook` under uvicorn, over TLS verified against the test CA."""
 
+import contextlib
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -224,5 +226,14 @@ def test_mismatched_key_is_refused_at_startup(tmp_path: Path, module_pki: Pki) -
 
 
 def test_plain_http_is_not_served(webhook: RunningWebhook) -> None:
+    # The port is open (no "connection refused"), but a plain HTTP request gets no HTTP
+    # answer: the TLS layer drops it.
+    with socket.create_connection(("127.0.0.1", webhook.port), timeout=5) as raw:
+        raw.sendall(b"GET /readyz HTTP/1.1\r\nHost: webhook\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := raw.recv(4096):
+                answer += chunk
+    assert not answer.startswith(b"HTTP/"), answer
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{webhook.port}/readyz", timeout=5)
