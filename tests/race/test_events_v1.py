@@ -35,7 +35,7 @@ def test_eventfd_fires_when_a_real_process_crosses(leaker: Path) -> None:
     require_cgroup_v1()
     threshold = 96 * MiB
     with memory_cgroup(256 * MiB, prefix="oomdump-race") as group:
-        app = start_leaker(group, leaker, "gradual", "-rate", "128")
+        app = start_leaker(group, leaker, "gradual", "-rate", "64")
         detector = FastDetector("events", interval=2.0)
         try:
             detector.watch([watch_at("app", group.path, 1, threshold)])
@@ -43,6 +43,9 @@ def test_eventfd_fires_when_a_real_process_crosses(leaker: Path) -> None:
             assert detector.mode == "events"
             os.kill(app.pid, signal.SIGUSR1)
             wait_for_key(detector, "app", deadline=30)
+            # Frozen at once: the checks below see the group as the event left it, however
+            # long this thread waits for a CPU (the kill is ~2.5 s of leaking away).
+            os.kill(app.pid, signal.SIGSTOP)
             usage_at_wake = group.usage_bytes()
             assert usage_at_wake >= threshold
             assert app.poll() is None, "the event came after the kill"
@@ -295,10 +298,14 @@ def test_second_threshold_armed_with_the_page_cache_gap_fires_on_the_working_set
             second = detector._thresholds._corrections["app"].watch.threshold_bytes
             assert second - threshold == pytest.approx(gap, abs=MiB)
 
-            app = start_leaker(group, leaker, "gradual", "-rate", "128")
+            app = start_leaker(group, leaker, "gradual", "-rate", "32")
             os.kill(app.pid, signal.SIGUSR1)
-            wait_for_key(detector, "app", deadline=30)  # raw usage crossed: 250 ms early
+            wait_for_key(detector, "app", deadline=30)  # raw usage crossed, ~0.5 s early
+            # Frozen while we look, so a slow wake-up on a loaded machine cannot carry the
+            # working set over before the check; the margin left is the ~0.5 s of leaking.
+            os.kill(app.pid, signal.SIGSTOP)
             assert working_set(group) < threshold
+            os.kill(app.pid, signal.SIGCONT)
             wait_for_key(detector, "app", deadline=30)
             # The kernel checks thresholds every 128 page events per CPU: within 1 MiB here.
             assert working_set(group) >= threshold - MiB
