@@ -158,8 +158,11 @@ def mutated_reviews(draw: st.DrawFn) -> dict[str, Any]:
             except (KeyError, IndexError, TypeError):
                 break
         else:
-            if isinstance(parent, dict) or (isinstance(parent, list) and parent):
-                parent[path[-1]] = draw(replacements)
+            key = path[-1]
+            if isinstance(parent, dict) and isinstance(key, str):
+                parent[key] = draw(replacements)
+            elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+                parent[key] = draw(replacements)
     return review
 
 
