@@ -36,6 +36,24 @@ SHAPES = {
 def test_leak_is_captured_before_the_oom_kill(
     shape: str, run: int, leak_binary: Path, tmp_path: Path, logs
 ) -> None:
+    """What users run: the watcher's defaults (DETECT_MODE=auto, events on these groups)."""
+    captured_before_kill(shape, f"{shape}-{run}", {}, leak_binary, tmp_path, logs)
+    assert logs.matching("event=detector-mode", "mode=events")
+
+
+@pytest.mark.parametrize("mode", ["poll", "adaptive"])
+def test_gradual_leak_is_captured_in_the_other_detect_modes(
+    mode: str, leak_binary: Path, tmp_path: Path, logs
+) -> None:
+    captured_before_kill(
+        "gradual", f"gradual-{mode}", {"DETECT_MODE": mode}, leak_binary, tmp_path, logs
+    )
+    assert logs.matching("event=watch-start", f"detect_mode={mode}")
+
+
+def captured_before_kill(
+    shape: str, pod: str, extra_env: dict[str, str], leak_binary: Path, tmp_path: Path, logs
+) -> None:
     flags, limit, critical = SHAPES[shape]
     with memory_cgroup(limit) as group:
         app = group.spawn([str(leak_binary), "-port", "0", *flags], stdout=subprocess.DEVNULL)
@@ -44,7 +62,8 @@ def test_leak_is_captured_before_the_oom_kill(
             "WATCH_TIME": "100ms",
             "DUMP_DIR": str(tmp_path),
             "POD_NAMESPACE": "test",
-            "POD_NAME": f"{shape}-{run}",
+            "POD_NAME": pod,
+            **extra_env,
         }
         watcher = make_watcher(env, select=lambda process: process.pid == app.pid)
         with running(watcher):
@@ -57,7 +76,7 @@ def test_leak_is_captured_before_the_oom_kill(
     assert first["pid"] == app.pid and first["comm"] == "go-memory-leak"
     assert critical <= first["percent"] < 100
     assert first["limit"] == limit and first["threshold"] == critical
-    assert first["key"].startswith(f"test/{shape}-{run}/")
+    assert first["key"].startswith(f"test/{pod}/")
     profile = tmp_path / first["key"]
     top = pprof_top(leak_binary, profile)
     assert "main.leakDocuments" in top, top
