@@ -159,9 +159,9 @@ def mutated_reviews(draw: st.DrawFn) -> dict[str, Any]:
                 break
         else:
             key = path[-1]
-            if isinstance(parent, dict) and isinstance(key, str):
-                parent[key] = draw(replacements)
-            elif isinstance(parent, list) and isinstance(key, int) and key < len(parent):
+            in_dict = isinstance(parent, dict) and isinstance(key, str)
+            in_list = isinstance(parent, list) and isinstance(key, int) and key < len(parent)
+            if in_dict or in_list:
                 parent[key] = draw(replacements)
     return review
 
