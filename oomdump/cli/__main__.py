@@ -1,0 +1,7 @@
+"""`python -m oomdump.cli`: the same as the `oomdump` console script."""
+
+import sys
+
+from oomdump.cli.main import main
+
+sys.exit(main())
