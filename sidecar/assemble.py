@@ -9,8 +9,10 @@ the tests run, so a test of the watcher is a test of what users run.
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sidecar import detect, log
+from sidecar import log
+from sidecar.brake import make_brake
 from sidecar.config import Config
+from sidecar.detection.factory import make_detector
 from sidecar.fetch import PprofFetcher
 from sidecar.metrics import Metrics
 from sidecar.procs import Process
@@ -39,8 +41,8 @@ def build(
     """The watcher for `config`, its uploader started when BUCKET is set. ValueError for a
     setting the detector refuses; OSError when DUMP_DIR is unusable. `select` narrows the
     processes watched (tests running on a host, not in a pod)."""
-    detector = detect.make_detector(config.detect_mode, config.watch_time, config.memory_metric)
-    brake = detect.make_brake(config.emergency_brake)
+    detector = make_detector(config.detect_mode, config.watch_time, config.memory_metric)
+    brake = make_brake(config.emergency_brake)
     spool = Spool(config.dump_dir, config.spool_max_files, config.spool_max_bytes)
     for path in spool.prepare():
         log.info("spool-temp-removed", path=path, reason="left half-written by an earlier run")

@@ -21,11 +21,12 @@ import errno
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Protocol
 
 from sidecar import log
 from sidecar.cgroupfs import CgroupDir
-from sidecar.detect import Watch
+from sidecar.detection.watch import Watch
 
 MiB = 1024 * 1024
 DEFAULT_MAX_HOLD = 2.0
@@ -62,6 +63,25 @@ def _oom_kill_disable(folder: CgroupDir) -> bool:
         if name == b"oom_kill_disable":
             return value.strip() == b"1"
     raise OSError(f"{folder}/memory.oom_control has no oom_kill_disable line")
+
+
+class Brake(Protocol):
+    """Buys time for a capture by holding the kernel's OOM kill off (off by default)."""
+
+    def holding(self, watch: Watch) -> AbstractContextManager[None]:
+        """Engage around one capture; always restored on exit, and within a bounded time."""
+
+
+class NoBrake:
+    def holding(self, watch: Watch) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+def make_brake(enabled: bool) -> Brake:
+    """The brake for `EMERGENCY_BRAKE` (a no-op unless enabled; see `sidecar.brake`)."""
+    if not enabled:
+        return NoBrake()
+    return EmergencyBrake()
 
 
 def v1_raise(limit: int) -> int:

@@ -6,7 +6,7 @@ from typing import Literal
 
 from sidecar.cgroup import MemoryCgroup
 from sidecar.cgroupfs import CgroupDir
-from sidecar.detect import Watch
+from sidecar.detection.watch import Watch
 
 
 def group_at(path: Path | str, version: Literal[1, 2]) -> MemoryCgroup:

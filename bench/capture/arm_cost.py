@@ -18,8 +18,8 @@ sys.path[:0] = [str(REPO)]
 
 from sidecar.cgroup import MemoryCgroup  # noqa: E402
 from sidecar.cgroupfs import CgroupDir  # noqa: E402
-from sidecar.detect import Watch  # noqa: E402
-from sidecar.events_v1 import Registration, arm  # noqa: E402
+from sidecar.detection.thresholds import Registration, arm  # noqa: E402
+from sidecar.detection.watch import Watch  # noqa: E402
 from testinfra.cgroups import MiB, cgroup_v1_unavailable, memory_cgroup  # noqa: E402
 
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sidecar.adaptive import AdaptivePlanner, plan_interval
-from sidecar.detect import make_detector
-from sidecar.fastdetect import FastDetector
+from sidecar.detection.adaptive import AdaptivePlanner, plan_interval
+from sidecar.detection.factory import make_detector
+from sidecar.detection.router import FastDetector
 from tests.cgroup_watch import watch_at
 
 # The v2 groups here are prepared trees: this kernel has no v2 memory controller.

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.brake import EmergencyBrake, v1_raise
-from sidecar.detect import NoBrake, Watch, make_brake
+from sidecar.brake import EmergencyBrake, NoBrake, make_brake, v1_raise
+from sidecar.detection.watch import Watch
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
 from tests.cgroup_watch import watch_at
 

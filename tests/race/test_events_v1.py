@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sidecar import events_v1
-from sidecar.detect import Watch, make_detector
-from sidecar.events_v1 import ThresholdError, arm, events_unavailable
-from sidecar.fastdetect import GAP_HOLD, GAP_POLL, NEAR, QUIET_INTERVAL, FastDetector
+from sidecar.detection import thresholds
+from sidecar.detection.factory import make_detector
+from sidecar.detection.router import GAP_HOLD, GAP_POLL, NEAR, QUIET_INTERVAL, FastDetector
+from sidecar.detection.thresholds import ThresholdError, arm, events_unavailable
+from sidecar.detection.watch import Watch
 from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup, require_cgroup_v1
 from tests.cgroup_watch import group_at, watch_at
 
@@ -331,7 +332,7 @@ def test_prepared_thresholds_are_installed_without_arming_on_the_loop(
             def no_arming_on_the_loop(watch: Watch) -> None:
                 raise AssertionError(f"armed {watch} on the loop's thread")
 
-            monkeypatch.setattr(events_v1, "arm", no_arming_on_the_loop)
+            monkeypatch.setattr(thresholds, "arm", no_arming_on_the_loop)
             detector.watch([watch])
             assert detector.routes() == {"app": "events"}
             app = start_leaker(group, leaker, "gradual", "-rate", "128")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from sidecar import cgroup
-from sidecar import watcher as watcher_module
+from sidecar import table as table_module
 from sidecar.procs import ProcessKey
-from sidecar.watcher import Watched, Watcher
+from sidecar.table import Watched
+from sidecar.watcher import Watcher
 from tests.sidecar.harness import make_watcher, saved_metadata
 from tests.sidecar.proctree import (
     PF_KTHREAD,
@@ -199,7 +200,7 @@ def test_reasons_said_once_and_vanished_processes(
     (proc / "30" / "cgroup").write_text(V2_NS_CGROUP_FILE + "\n")  # moved to another cgroup
     watcher.refresh()
     assert sorted(resolved) == [7, 20, 30, 30]  # looked at again (and not usable still)
-    monkeypatch.setattr(watcher_module, "NOT_WATCHED_RECHECK", 0.0)
+    monkeypatch.setattr(table_module, "NOT_WATCHED_RECHECK", 0.0)
     watcher.refresh()  # after the recheck delay they are looked at again, and not re-said
     assert sorted(resolved) == [7, 20, 20, 30, 30, 30]
     expected = {

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from sidecar.inotify import Inotify
+from sidecar.detection.inotify import Inotify
 
 MiB = 1024 * 1024
 LIMIT = 128 * MiB

@@ -25,7 +25,7 @@ from contextlib import suppress
 from dataclasses import dataclass, replace
 
 from sidecar import cgroup, log
-from sidecar.detect import Watch
+from sidecar.detection.watch import Watch
 
 EVENT_CONTROL = "cgroup.event_control"
 USAGE_FILE = "memory.usage_in_bytes"

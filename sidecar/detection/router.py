@@ -3,7 +3,7 @@
 Each watch is routed to the fastest signal its cgroup offers:
 - `events`: cgroup v1 with a writable `cgroup.event_control` -> an eventfd threshold on
   `memory.usage_in_bytes` (the kernel wakes us at the crossing);
-- `adaptive`: an adaptive poll (tightening near the threshold, `sidecar.adaptive`), plus
+- `adaptive`: an adaptive poll (tightening near the threshold, `detection.adaptive`), plus
   inotify on cgroup v2 `memory.events`;
 - `poll`: the plain interval, for what neither can serve.
 
@@ -29,12 +29,12 @@ from contextlib import suppress
 from typing import Literal
 
 from sidecar import log
-from sidecar.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
 from sidecar.cgroupfs import CgroupDir
 from sidecar.config import MemoryMetric
-from sidecar.detect import Watch
-from sidecar.events_v1 import ThresholdSet
-from sidecar.inotify import Inotify
+from sidecar.detection.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
+from sidecar.detection.inotify import Inotify
+from sidecar.detection.thresholds import ThresholdSet
+from sidecar.detection.watch import Watch
 
 Route = Literal["events", "adaptive", "poll"]
 FastMode = Literal["events", "adaptive", "auto"]
