@@ -1,4 +1,5 @@
-"""Build kube-apiserver and etcd from the Go module proxy, cached by version.
+"""Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and etcd from the
+Go module proxy, cached by version.
 
 k8s.io/kubernetes requires its staging modules (k8s.io/api, apimachinery, apiserver, ...)
 at v0.0.0 and replaces them with folders of its own repository, and a dependency's replaces
@@ -17,6 +18,10 @@ from pathlib import Path
 from testinfra.gobuild import CACHE_ROOT, GoBuildError, build_from_module
 
 KUBERNETES_VERSION = "v1.37.2"
+# The kubelet is older than the control plane (the version skew policy allows three minors):
+# 1.35 is the last release that supports containerd 1.x, the one Debian ships here, and it
+# still runs on cgroup v1 once told `failCgroupV1: false`.
+KUBELET_VERSION = "v1.35.4"
 ETCD_VERSION = "v3.6.16"
 
 _STAGING_REQUIRE = re.compile(
@@ -73,17 +78,34 @@ def _cached(name: str, key: str) -> Path | None:
     return binary if binary.exists() else None
 
 
-def kube_apiserver_binary() -> Path:
-    """The cached kube-apiserver of KUBERNETES_VERSION, built on first use."""
-    cached = _cached("kube-apiserver", KUBERNETES_VERSION)
+def kube_binary(name: str, version: str = KUBERNETES_VERSION) -> Path:
+    """The cached `k8s.io/kubernetes/cmd/<name>` of `version`, built on first use from the
+    wrapper module (one wrapper per version, so the module cache is shared between them)."""
+    cached = _cached(name, version)
     if cached is not None:
         return cached
-    go_mod = kube_wrapper_go_mod(
-        KUBERNETES_VERSION, _download_go_mod("k8s.io/kubernetes", KUBERNETES_VERSION)
-    )
-    return build_from_module(
-        "kube-apiserver", KUBERNETES_VERSION, go_mod, "k8s.io/kubernetes/cmd/kube-apiserver"
-    )
+    go_mod = kube_wrapper_go_mod(version, _download_go_mod("k8s.io/kubernetes", version))
+    return build_from_module(name, version, go_mod, f"k8s.io/kubernetes/cmd/{name}")
+
+
+def kube_apiserver_binary() -> Path:
+    """The cached kube-apiserver of KUBERNETES_VERSION, built on first use."""
+    return kube_binary("kube-apiserver")
+
+
+def kube_controller_manager_binary() -> Path:
+    """The cached kube-controller-manager of KUBERNETES_VERSION, built on first use."""
+    return kube_binary("kube-controller-manager")
+
+
+def kube_scheduler_binary() -> Path:
+    """The cached kube-scheduler of KUBERNETES_VERSION, built on first use."""
+    return kube_binary("kube-scheduler")
+
+
+def kubelet_binary() -> Path:
+    """The cached kubelet of KUBELET_VERSION, built on first use."""
+    return kube_binary("kubelet", KUBELET_VERSION)
 
 
 def etcd_binary() -> Path:
