@@ -4,6 +4,7 @@ import contextlib
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,6 +15,8 @@ from oomdump.cli.records import metadata_key
 from oomdump.cli.resolve import Dump
 from oomdump.cli.stores import MAX_METADATA_BYTES, Store, read_file
 from sidecar.spool import METADATA_SUFFIX, PROFILE_SUFFIX
+
+_PRINTED_HTTP = "127.0.0.1:8080"
 
 
 def _basename(dump: Dump) -> str:
@@ -82,9 +85,18 @@ def _metadata_bytes(dump: Dump, store: Store | None) -> bytes | None:
         raise
 
 
-def pprof_command(go: str, path: str, top: bool, sample_index: str, extra: list[str]) -> list[str]:
-    mode = ["-top"] if top else ["-http=127.0.0.1:0"]
+def pprof_command(
+    go: str, path: str, top: bool, sample_index: str, extra: list[str], http: str = "127.0.0.1:0"
+) -> list[str]:
+    mode = ["-top"] if top else [f"-http={http}"]
     return [go, "tool", "pprof", *mode, f"-sample_index={sample_index}", *extra, path]
+
+
+def _free_loopback() -> str:
+    """A free loopback port: pprof binds `:0` too, but never says which port it got."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def open_(dump: Dump, go: str, top: bool, sample_index: str, extra: list[str]) -> int:
@@ -92,7 +104,8 @@ def open_(dump: Dump, go: str, top: bool, sample_index: str, extra: list[str]) -
     found = shutil.which(go)
     if found is None:
         shown = dump.name if dump.local_path is not None else _basename(dump)
-        command = shlex.join(pprof_command("go", shown, top, sample_index, extra))
+        # A fixed port: pprof never says which port `:0` gave it.
+        command = shlex.join(pprof_command("go", shown, top, sample_index, extra, _PRINTED_HTTP))
         fetch = (
             ""
             if dump.local_path is not None
@@ -111,8 +124,11 @@ def open_(dump: Dump, go: str, top: bool, sample_index: str, extra: list[str]) -
         else:
             path = str(Path(folder) / _basename(dump))
             Path(path).write_bytes(dump.read())
-        command = pprof_command(found, path, top, sample_index, extra)
+        http = _free_loopback()
+        command = pprof_command(found, path, top, sample_index, extra, http)
         print("+ " + shlex.join(command), file=sys.stderr)
+        if not top:
+            print(f"pprof web UI: http://{http}/ (Ctrl-C ends it)", file=sys.stderr, flush=True)
         try:
             code = subprocess.run(command, check=False).returncode
         except OSError as error:
