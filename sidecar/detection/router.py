@@ -8,8 +8,9 @@ Each watch is routed to the fastest signal its cgroup offers:
 - `poll`: the plain interval, for what neither can serve.
 
 DETECT_MODE=events routes v1 watches to events and the rest to the poll; =adaptive routes
-every watch to the adaptive poll; =auto routes v1 to events when it can, v2 to adaptive,
-the rest to the poll. The route of every watch, and why a watch fell back, is logged when
+every watch to the adaptive poll; =auto routes v1 to events when it can and everything
+else to the adaptive poll (a v1 group whose cgroupfs is read-only, as under the
+least-privilege profile, is polled adaptively, not at the plain interval). The route of every watch, and why a watch fell back, is logged when
 it changes.
 
 The detector also says which watches the loop samples on each pass (`due`), so the samples
@@ -107,11 +108,12 @@ class FastDetector:
     def watch(self, watches: Sequence[Watch]) -> None:
         routes: dict[Hashable, Route] = {w.key: self._preferred(w) for w in watches}
         failed = self._thresholds.sync([w for w in watches if routes[w.key] == "events"])
+        fallback: Route = "adaptive" if self._wanted == "auto" else "poll"
         for key, reason in failed.items():
-            routes[key] = "poll"
+            routes[key] = fallback
             if (key, reason) not in self._fallback_said:
                 self._fallback_said.add((key, reason))
-                log.warn("detector-fallback", key=key, route="poll", reason=reason)
+                log.warn("detector-fallback", key=key, route=fallback, reason=reason)
         self._fallback_said = {(k, r) for k, r in self._fallback_said if k in routes}
         adaptive = {w.key: w for w in watches if routes[w.key] == "adaptive"}
         self._planner.watch({key: w.threshold_bytes for key, w in adaptive.items()})

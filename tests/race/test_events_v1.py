@@ -112,22 +112,31 @@ def test_changed_watch_is_rearmed_on_the_new_group(group_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("prepared_cgroup_trees")
-def test_unavailable_event_control_falls_back_to_poll_and_says_why(
+def test_unavailable_event_control_falls_back_and_says_why(
     tmp_path: Path, log_lines: io.StringIO
 ) -> None:
+    """auto falls back to the adaptive poll (events asked for explicitly: the plain one)."""
     (tmp_path / "memory.usage_in_bytes").write_text("0\n")
+    explicit = make_detector("events", 0.1)
+    try:
+        explicit.watch([watch_at("app", tmp_path, 1, 10 * MiB)])
+        assert explicit.routes() == {"app": "poll"}
+    finally:
+        explicit.close()
+    log_lines.seek(0)
+    log_lines.truncate()
     detector = make_detector("auto", 0.1)
     try:
         detector.watch([watch_at("app", tmp_path, 1, 10 * MiB)])
-        assert detector.routes() == {"app": "poll"}
-        assert detector.mode == "poll"
+        assert detector.routes() == {"app": "adaptive"}
+        assert detector.mode == "adaptive"
         warned = [line for line in log_lines.getvalue().splitlines() if "level=warn" in line]
         assert len(warned) == 1
         assert "event=detector-fallback" in warned[0]
         assert "cgroup.event_control does not exist" in warned[0]
         detector.watch([watch_at("app", tmp_path, 1, 10 * MiB)])  # said once, not every tick
         assert log_lines.getvalue().count("level=warn") == 1
-        assert "event=detector-mode mode=poll detect_mode=auto" in log_lines.getvalue()
+        assert "event=detector-mode mode=adaptive detect_mode=auto" in log_lines.getvalue()
     finally:
         detector.close()
 
