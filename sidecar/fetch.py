@@ -1,23 +1,21 @@
 """Fetch heap profiles from a process's pprof ports: concurrently, bounded, verified.
 
-Each fetch has a whole-request deadline on the wall clock (a watchdog shuts the socket down
-when it passes, so an answer dripped a byte at a time ends too), a size cap, and a share of
+Each fetch has a whole-request deadline on the wall clock (every socket wait of `httpget`
+ends by it, so an answer dripped a byte at a time ends too), a size cap, and a share of
 one byte budget for every fetch in flight (`over-budget` past it), so what the apps send
 never grows the watcher's memory beyond a bound. Every answer that is not a real pprof
-profile is named (`http-404`, `html`, `not-http`, `timeout`, `refused`, `not-gzip`,
-`not-pprof`, `too-large`, `over-budget`). Keep-alive connections can be opened ahead of time with
-`prepare()`, so the capture at the emergency skips the TCP handshake.
+profile is named (`http-404`, `html`, `not-http`, `timeout`, `refused`, `connect-error`,
+`reset`, `error`, `not-gzip`, `not-pprof`, `too-large`, `over-budget`). Keep-alive
+connections can be opened ahead of time with `prepare()`, so the capture at the emergency
+skips the TCP handshake.
 """
 
-import http.client
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass
 
-from sidecar import profile
+from sidecar import httpget, profile
 from sidecar.ports import Endpoint
 
 CONNECT_TIMEOUT = 0.5
@@ -50,28 +48,6 @@ class ByteBudget:
     def used(self) -> int:
         with self._lock:
             return self._used
-
-
-class _Watchdog:
-    """Shuts a connection's socket down at the deadline: every blocked read then returns,
-    however the peer times its bytes."""
-
-    def __init__(self, connection: http.client.HTTPConnection, deadline: float) -> None:
-        self.fired = False
-        self._connection = connection
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def _fire(self) -> None:
-        self.fired = True
-        sock = self._connection.sock
-        if sock is not None:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 @dataclass(frozen=True)
@@ -108,22 +84,24 @@ class PprofFetcher:
         self._timeout = timeout
         self._max_bytes = max_bytes
         self.budget = budget or ByteBudget(max(DEFAULT_BUDGET_BYTES, max_bytes))
-        self._idle: dict[Endpoint, list[http.client.HTTPConnection]] = {}
+        self._idle: dict[Endpoint, list[httpget.Connection]] = {}
         self._lock = threading.Lock()
 
     # -- connection pool -------------------------------------------------------------------
 
-    def _new_connection(self, endpoint: Endpoint) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(endpoint.host, endpoint.port, CONNECT_TIMEOUT)
-        connection.connect()
-        return connection
+    def _new_connection(
+        self, endpoint: Endpoint, timeout: float = CONNECT_TIMEOUT
+    ) -> httpget.Connection:
+        return httpget.Connection(endpoint.host, endpoint.port, timeout)
 
     def prepare(self, endpoints: Iterable[Endpoint]) -> None:
-        """Open one idle keep-alive connection to each endpoint that has none (best effort)."""
+        """Open one idle keep-alive connection to each endpoint that has none fit for use
+        (best effort): one the server has closed since is replaced."""
         for endpoint in endpoints:
-            with self._lock:
-                if self._idle.get(endpoint):
-                    continue
+            idle = self._take(endpoint)
+            if idle is not None:
+                self._release(endpoint, idle)
+                continue
             try:
                 connection = self._new_connection(endpoint)
             except OSError:
@@ -138,12 +116,17 @@ class PprofFetcher:
             for connection in connections:
                 connection.close()
 
-    def _take(self, endpoint: Endpoint) -> http.client.HTTPConnection | None:
-        with self._lock:
-            pool = self._idle.get(endpoint)
-            return pool.pop() if pool else None
+    def _take(self, endpoint: Endpoint) -> httpget.Connection | None:
+        """An idle connection still fit to carry a request, or None."""
+        while True:
+            with self._lock:
+                pool = self._idle.get(endpoint)
+                connection = pool.pop() if pool else None
+            if connection is None or not connection.stale():
+                return connection
+            connection.close()  # closed by the server, or sent bytes nobody asked for
 
-    def _release(self, endpoint: Endpoint, connection: http.client.HTTPConnection) -> None:
+    def _release(self, endpoint: Endpoint, connection: httpget.Connection) -> None:
         with self._lock:
             self._idle.setdefault(endpoint, []).append(connection)
 
@@ -217,8 +200,11 @@ class PprofFetcher:
                 # A prepared connection the server closed while idle: one fresh try.
                 if failure.reason not in ("not-http", "reset", "error"):
                     raise
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise FetchFailure("timeout", f"{endpoint}{target}: no time left to connect")
         try:
-            connection = self._new_connection(endpoint)
+            connection = self._new_connection(endpoint, min(CONNECT_TIMEOUT, remaining))
         except ConnectionRefusedError:
             raise FetchFailure("refused", f"nothing listens on {endpoint}") from None
         except TimeoutError:
@@ -230,42 +216,35 @@ class PprofFetcher:
     def _request(
         self,
         endpoint: Endpoint,
-        connection: http.client.HTTPConnection,
+        connection: httpget.Connection,
         target: str,
         deadline: float,
     ) -> bytes:
         keep = False
-        watchdog = _Watchdog(connection, deadline)
         try:
-            _set_timeout(connection, deadline)
-            connection.request("GET", target, headers={"Accept-Encoding": "identity"})
-            response = connection.getresponse()
-            content_type = response.getheader("Content-Type", "")
+            response = connection.get(target, deadline, {"Accept-Encoding": "identity"})
             if response.status != 200:
                 raise FetchFailure(
                     f"http-{response.status}", f"{endpoint}{target} answered {response.status}"
                 )
-            if "text/html" in content_type:
+            if "text/html" in response.header("Content-Type"):
                 raise FetchFailure("html", f"{endpoint}{target} answered an HTML page")
             body = self._read_body(connection, response, deadline)
-            keep = not response.will_close and not watchdog.fired
+            keep = connection.reusable
             return body
         except FetchFailure:
             raise
-        except (TimeoutError, http.client.HTTPException, OSError) as error:
-            if watchdog.fired or isinstance(error, TimeoutError):
-                raise FetchFailure(
-                    "timeout", f"{endpoint}{target} did not answer within {self._timeout:g}s"
-                ) from None
-            if isinstance(error, http.client.BadStatusLine | http.client.LineTooLong):
-                raise FetchFailure(
-                    "not-http", f"{endpoint} did not speak HTTP: {error!r}"
-                ) from None
-            if isinstance(error, ConnectionResetError | BrokenPipeError):
-                raise FetchFailure("reset", f"{endpoint}: {error}") from None
+        except TimeoutError:
+            raise FetchFailure(
+                "timeout", f"{endpoint}{target} did not answer within {self._timeout:g}s"
+            ) from None
+        except httpget.NotHTTP as error:
+            raise FetchFailure("not-http", f"{endpoint} did not speak HTTP: {error}") from None
+        except (ConnectionResetError, BrokenPipeError) as error:
+            raise FetchFailure("reset", f"{endpoint}: {error}") from None
+        except (httpget.HTTPError, OSError, ValueError) as error:
             raise FetchFailure("error", f"{endpoint}: {error!r}") from None
         finally:
-            watchdog.cancel()
             if keep:
                 self._release(endpoint, connection)
             else:
@@ -273,21 +252,16 @@ class PprofFetcher:
 
     def _read_body(
         self,
-        connection: http.client.HTTPConnection,
-        response: http.client.HTTPResponse,
+        connection: httpget.Connection,
+        response: httpget.Response,
         deadline: float,
     ) -> bytes:
-        length = response.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > self._max_bytes:
-            raise FetchFailure("too-large", f"Content-Length {length} > {self._max_bytes}")
+        if response.length is not None and response.length > self._max_bytes:
+            raise FetchFailure("too-large", f"Content-Length {response.length} > {self._max_bytes}")
         parts: list[bytes] = []
         size = 0
         try:
-            while True:
-                _set_timeout(connection, deadline)
-                chunk = response.read(_CHUNK)
-                if not chunk:
-                    return b"".join(parts)
+            for chunk in connection.body(response, deadline):
                 if size + len(chunk) > self._max_bytes:
                     raise FetchFailure("too-large", f"more than {self._max_bytes} bytes")
                 if not self.budget.take(len(chunk)):
@@ -297,16 +271,7 @@ class PprofFetcher:
                     )
                 size += len(chunk)
                 parts.append(chunk)
+            return b"".join(parts)
         except BaseException:
             self.budget.give_back(size)
             raise
-
-
-def _set_timeout(connection: http.client.HTTPConnection, deadline: float) -> None:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError
-    if connection.sock is not None:
-        connection.sock.settimeout(remaining)
-    else:
-        connection.timeout = remaining

@@ -1,65 +1,172 @@
-"""The watcher's Prometheus metrics (served only when METRICS_PORT is set)."""
+"""The watcher's Prometheus metrics, and the small HTTP server for /metrics (started only
+when METRICS_PORT is set).
 
+Whoever reaches the port is not trusted to behave: a request head is read up to 8 KiB and
+for 5 s at most, and at most four scrapes are answered at once (more are closed at once),
+so a client that connects and sends nothing holds one thread for 5 s and no more.
+"""
+
+import socket
+import threading
+import time
 from collections.abc import Callable
+from contextlib import suppress
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from sidecar import prom
+
+MAX_REQUEST_HEAD = 8 * 1024
+REQUEST_SECONDS = 5.0
+MAX_SCRAPES = 4
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.watched = Gauge(
-            "oomdump_watched_processes", "Processes watched now", registry=self.registry
+        self.registry = prom.Registry()
+        add = self.registry.register
+        self.watched = add(prom.Gauge("oomdump_watched_processes", "Processes watched now"))
+        self.unwatched = add(
+            prom.Gauge(
+                "oomdump_unwatched_processes",
+                "Processes seen but not watched, by reason",
+                ("reason",),
+            )
         )
-        self.unwatched = Gauge(
-            "oomdump_unwatched_processes",
-            "Processes seen but not watched, by reason",
-            ["reason"],
-            registry=self.registry,
+        self.captures = add(
+            prom.Counter(
+                "oomdump_captures_total",
+                "Heap profiles saved to the spool, by fetch kind (first, gc)",
+                ("kind",),
+            )
         )
-        self.captures = Counter(
-            "oomdump_captures_total",
-            "Heap profiles saved to the spool, by fetch kind (first, gc)",
-            ["kind"],
-            registry=self.registry,
+        self.failures = add(
+            prom.Counter(
+                "oomdump_capture_failures_total",
+                "Fetches or captures that saved nothing, by reason",
+                ("reason",),
+            )
         )
-        self.failures = Counter(
-            "oomdump_capture_failures_total",
-            "Fetches or captures that saved nothing, by reason",
-            ["reason"],
-            registry=self.registry,
+        self.missed = add(
+            prom.Counter(
+                "oomdump_missed_total",
+                "Processes gone over their threshold (or OOM-killed) with no profile saved, by "
+                "reason (no-port-yet, killed-during-capture, fetch-failed, "
+                "killed-before-capture, in-cooldown)",
+                ("reason",),
+            )
         )
-        self.missed = Counter(
-            "oomdump_missed_total",
-            "Processes gone over their threshold (or OOM-killed) with no profile saved, by "
-            "reason (no-port-yet, killed-during-capture, fetch-failed, killed-before-capture, "
-            "in-cooldown)",
-            ["reason"],
-            registry=self.registry,
+        self.crossing_to_dump = add(
+            prom.Histogram(
+                "oomdump_crossing_to_dump_seconds",
+                "From the sample that found the process over the threshold to its profile on disk",
+                buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            )
         )
-        self.crossing_to_dump = Histogram(
-            "oomdump_crossing_to_dump_seconds",
-            "From the sample that found the process over the threshold to its profile on disk",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=self.registry,
-        )
-        self.uploads = Counter(
-            "oomdump_uploads_total",
-            "Upload attempts, by outcome and reason",
-            ["outcome", "reason"],
-            registry=self.registry,
+        self.uploads = add(
+            prom.Counter(
+                "oomdump_uploads_total",
+                "Upload attempts, by outcome and reason",
+                ("outcome", "reason"),
+            )
         )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
-        """Serve /metrics on `port`; returns the function that stops serving."""
-        server, thread = start_http_server(port, addr=addr, registry=self.registry)
-
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
-
-        return stop
+        """Serve /metrics on `port` (OSError if it cannot listen there); returns the function
+        that stops serving."""
+        server = _Server(self.registry, port, addr)
+        return server.stop
 
     def upload_result(self, outcome: str, reason: str) -> None:
         self.uploads.labels(outcome, reason).inc()
+
+
+class _Server:
+    """Answers GET (and HEAD) on any path with the exposition; one thread per scrape."""
+
+    def __init__(self, registry: prom.Registry, port: int, addr: str) -> None:
+        self._registry = registry
+        family = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        self._listener = socket.create_server((addr, port), family=family, backlog=16)
+        self._slots = threading.BoundedSemaphore(MAX_SCRAPES)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="metrics", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self._listener.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                # Stopped, or out of file descriptors for a moment: wait, then try again.
+                self._stopped.wait(0.1)
+                continue
+            if not self._slots.acquire(blocking=False):
+                connection.close()  # enough scrapes in progress
+                continue
+            threading.Thread(
+                target=self._answer, args=(connection,), name="metrics-scrape", daemon=True
+            ).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        try:
+            with connection, suppress(OSError):
+                deadline = time.monotonic() + REQUEST_SECONDS
+                reply = self._reply_to(_read_request_line(connection, deadline))
+                if reply:
+                    _wait_at_most(connection, deadline).sendall(reply)
+        finally:
+            self._slots.release()
+
+    def _reply_to(self, request_line: bytes | None) -> bytes:
+        if request_line is None:
+            return b""  # the client went away, or took too long
+        if request_line is _TOO_LARGE:
+            return _reply("431 Request Header Fields Too Large", b"too large\n")
+        method = request_line.split(b" ", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return _reply("405 Method Not Allowed", b"GET only\n", extra="Allow: GET, HEAD\r\n")
+        reply = _reply("200 OK", self._registry.render(), CONTENT_TYPE)
+        return reply[: reply.index(b"\r\n\r\n") + 4] if method == b"HEAD" else reply
+
+
+_TOO_LARGE = b"\0too large"  # no request line has a NUL byte: tells the caller, by identity
+
+
+def _read_request_line(connection: socket.socket, deadline: float) -> bytes | None:
+    """The request line once the whole head is in; None if the client went away or took
+    too long; _TOO_LARGE past MAX_REQUEST_HEAD."""
+    data = b""
+    while b"\r\n\r\n" not in data and b"\n\n" not in data:
+        if len(data) > MAX_REQUEST_HEAD:
+            return _TOO_LARGE
+        try:
+            more = _wait_at_most(connection, deadline).recv(4096)
+        except OSError:  # TimeoutError included
+            return None
+        if not more:
+            return None
+        data += more
+    return data.split(b"\n", 1)[0].rstrip(b"\r")
+
+
+def _wait_at_most(connection: socket.socket, deadline: float) -> socket.socket:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    connection.settimeout(remaining)
+    return connection
+
+
+def _reply(status: str, body: bytes, content_type: str = "text/plain", extra: str = "") -> bytes:
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    return head.encode() + body
