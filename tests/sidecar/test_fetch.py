@@ -150,3 +150,21 @@ def test_fetches_in_flight_share_one_byte_budget(go_pprof_port: int) -> None:
     roomy = PprofFetcher("/debug/pprof/heap", 5.0, 1 << 20, budget=ByteBudget(1 << 20))
     assert roomy.fetch(Endpoint(go_pprof_port, "127.0.0.1"), gc=False).ok
     assert roomy.budget.used == 0
+
+
+def test_prepare_replaces_a_connection_the_server_closed(go_pprof_port: int) -> None:
+    """A prepared connection closed while idle (a server's idle timeout) is no head start:
+    the next prepare() opens a fresh one in its place."""
+    endpoint = Endpoint(go_pprof_port, "127.0.0.1")
+    fetcher = PprofFetcher(PATH, timeout=5, max_bytes=1 << 24)
+    fetcher.prepare([endpoint])
+    stale = fetcher._idle[endpoint][0]
+    assert stale.sock is not None
+    stale.sock.shutdown(socket.SHUT_RDWR)  # as if the server had dropped the idle connection
+    fetcher.prepare([endpoint])
+    assert len(fetcher._idle[endpoint]) == 1
+    fresh = fetcher._idle[endpoint][0]
+    assert fresh is not stale and stale.sock is None  # closed, not leaked
+    assert fetcher.fetch(endpoint, gc=False).ok
+    assert fetcher._idle[endpoint] == [fresh]
+    fetcher.close()
