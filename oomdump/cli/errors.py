@@ -12,7 +12,8 @@ EXIT_CODES_HELP = """exit codes:
   0  ok (an empty list is ok)
   1  dump not found or ambiguous, or the output file exists
   2  usage: a bad flag or value
-  3  the dump is not a heap profile oomdump can read (the reason is printed)
+  3  the dump is not a heap profile oomdump can read (the reason is printed), or is
+     larger than 64 MiB
   4  the store is unusable: no such bucket or folder, no or wrong credentials, unreachable
   5  dumps open: Go is not installed, or go tool pprof failed"""
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from oomdump.cli.errors import NOT_FOUND, STORE, CliError
+from oomdump.cli.errors import NOT_A_PROFILE, NOT_FOUND, STORE, CliError
 
 # A dump's profile is at most a few MiB (the watcher caps what it fetches); 64 MiB leaves
 # room while bounding what a wrong or hostile object costs to read.
@@ -42,12 +42,13 @@ class Store(Protocol):
         ...
 
     def read(self, key: str, limit: int) -> bytes:
-        """The object's bytes; CliError(NOT_FOUND) when absent, CliError(STORE) past `limit`."""
+        """The object's bytes; CliError NOT_FOUND when absent, NOT_A_PROFILE past `limit`."""
         ...
 
 
 def _too_large(where: str, limit: int) -> CliError:
-    return CliError(STORE, f"{where} is larger than {limit // (1024 * 1024)} MiB; not read")
+    """Larger than any profile the watcher saves: not a dump, so not read."""
+    return CliError(NOT_A_PROFILE, f"{where} is larger than {limit // (1024 * 1024)} MiB; not read")
 
 
 class LocalStore:

@@ -122,3 +122,42 @@ def test_empty_listing_is_not_an_error(capsys, where) -> None:
     assert "No dumps found" in result.err
     as_json = cli(capsys, "dumps", "list", "no-such-pod", "-o", "json", *where)
     assert (as_json.code, json.loads(as_json.out)) == (0, [])
+
+
+def test_missing_or_broken_metadata_still_lists_the_dump(capsys, captures, tmp_path) -> None:
+    """A dump whose `.json` is absent (a crashed save) or not JSON is listed from its key."""
+    for saved, metadata in ((captures.first, None), (captures.later, b"{not json")):
+        target = tmp_path / saved.key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(saved.profile.read_bytes())
+        if metadata is not None:
+            target.with_name(target.name.removesuffix(".pb.gz") + ".json").write_bytes(metadata)
+    result = cli(capsys, "dumps", "list", "--dir", str(tmp_path), "--top", "-o", "json")
+    assert result.code == 0, result.err
+    records = {r["key"]: r for r in json.loads(result.out)}
+    assert records[captures.first.key]["metadata"] is None
+    assert records[captures.first.key]["metadata_key"] is None
+    assert records[captures.later.key]["metadata_error"].startswith("not JSON")
+    for record in records.values():
+        assert record["pid"] == captures.first.metadata["pid"]
+        assert record["top"][0]["name"] == "main.leakDocuments"
+    rows = table(cli(capsys, "dumps", "list", "--dir", str(tmp_path)).out)
+    assert {(r["USAGE"], r["GC"], r["PROCESS"]) for r in rows} == {
+        ("-", "-", f"go-memory-leak/{captures.first.metadata['pid']}")
+    }
+
+
+def test_names_from_the_app_cannot_drive_the_terminal(capsys, captures, tmp_path) -> None:
+    """comm comes from the app and reaches the metadata raw: escapes are shown, not sent."""
+    saved = captures.first
+    target = tmp_path / saved.key
+    target.parent.mkdir(parents=True)
+    target.write_bytes(saved.profile.read_bytes())
+    hostile = {**saved.metadata, "comm": "app\x1b]0;owned\x07\x1b[2J"}
+    hostile["top"] = [{"name": "main.f\x1b[31m", "flat_bytes": 1, "flat_share": 1.0}]
+    target.with_name(target.name.removesuffix(".pb.gz") + ".json").write_text(json.dumps(hostile))
+    result = cli(capsys, "dumps", "list", "--dir", str(tmp_path))
+    assert result.code == 0, result.err
+    assert "\x1b" not in result.out and "\x07" not in result.out
+    assert "app\\x1b]0;owned\\x07\\x1b[2J/" in result.out
+    assert "main.f\\x1b[31m 1B (100%)" in result.out

@@ -2,6 +2,7 @@
 on the same files (no Go needed by the CLI); hostile profiles are refused with the reason."""
 
 import json
+import secrets
 import time
 
 import pytest
@@ -136,3 +137,24 @@ def test_a_file_that_is_no_profile_is_refused(capsys, captures, tmp_path) -> Non
     folder = cli(capsys, "dumps", "top", str(tmp_path))
     assert folder.code == errors.NOT_FOUND
     assert "is not a regular file" in folder.err
+
+
+def test_an_object_past_the_size_cap_is_not_read(capsys, s3, minio, tmp_path) -> None:
+    from oomdump.cli.stores import MAX_OBJECT_BYTES
+
+    bucket = f"huge-{secrets.token_hex(4)}"
+    minio.make_bucket(bucket)
+    key = "shop/api-0/2025-01-01T00-00-00.000Z-app-1-6060.pb.gz"
+    minio.client().put_object(
+        Bucket=bucket, Key=key, Body=b"\x1f\x8b" * (MAX_OBJECT_BYTES // 2 + 1)
+    )
+    flags = ["--bucket", bucket, "--endpoint-url", minio.endpoint_url]
+    result = cli(capsys, "dumps", "top", "api-0/", *flags)
+    assert result.code == errors.NOT_A_PROFILE
+    assert f"s3://{bucket}/{key} is larger than 64 MiB; not read" in result.err
+    local = tmp_path / "huge.pb.gz"
+    with local.open("wb") as handle:
+        handle.truncate(MAX_OBJECT_BYTES + 1)
+    result = cli(capsys, "dumps", "top", str(local))
+    assert result.code == errors.NOT_A_PROFILE
+    assert "is larger than 64 MiB" in result.err
