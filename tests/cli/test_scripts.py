@@ -4,6 +4,7 @@ for every command, and the exit codes for bad usage and an unusable store."""
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +160,33 @@ def test_store_flags_come_from_the_environment(capsys, captures, monkeypatch) ->
     monkeypatch.setenv("OOMDUMP_PREFIX", "oom/")
     result = cli(capsys, "dumps", "list", "-n", "attic")
     assert [r["POD"] for r in table(result.out)] == ["evil-0", "evil-0"]
+
+
+def test_get_to_stdout_and_no_boto3_for_a_folder(captures: Captures) -> None:
+    """`-o -` pipes the profile; reading a folder never loads boto3 (seconds of start-up)."""
+    probe = (
+        "import sys\n"
+        "from oomdump.cli.main import main\n"
+        "code = main(sys.argv[1:])\n"
+        "sys.stderr.write(f'boto3={\"boto3\" in sys.modules} code={code}')\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            probe,
+            "dumps",
+            "get",
+            captures.later.key,
+            "-o",
+            "-",
+            "--dir",
+            str(captures.spool),
+        ],
+        capture_output=True,
+        timeout=60,
+        env=child_env(),
+        check=False,
+    )
+    assert done.stderr.decode().endswith("boto3=False code=0"), done.stderr
+    assert done.stdout == captures.later.profile.read_bytes()
