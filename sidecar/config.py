@@ -49,6 +49,11 @@ class Config:
     # Retry delays of one dump's upload: doubling from the first, never past the second.
     upload_backoff_min: float
     upload_backoff_max: float
+    # Events on the pod: notices to the webhook (unset = none), authenticated by the pod's
+    # projected token, over TLS trusting this CA (PEM); set by the injector.
+    notify_url: str | None
+    notify_token_file: Path
+    notify_ca: str | None
 
 
 def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -109,6 +114,13 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name}={value!r} is not a boolean; allowed: true/false, on/off, 1/0")
 
 
+def _https_url(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if value and not (value.startswith("https://") and len(value) > len("https://")):
+        raise ConfigError(f"{name}={value!r} is not allowed; allowed: an https:// URL, or unset")
+    return value or None
+
+
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """The Config for `env` (default: os.environ); ConfigError on the first bad value."""
     env = os.environ if env is None else env
@@ -150,4 +162,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         refresh_interval=_duration(env, "REFRESH_INTERVAL", "2s", 0.1),
         upload_backoff_min=backoff_min,
         upload_backoff_max=backoff_max,
+        notify_url=_https_url(env, "NOTIFY_URL"),
+        notify_token_file=Path(
+            env.get("NOTIFY_TOKEN_FILE", "").strip() or "/var/run/secrets/oomdump/token"
+        ),
+        notify_ca=env.get("NOTIFY_CA", "").strip() or None,
     )

@@ -186,6 +186,12 @@ class Spool:
                 del self._reserved[key]
         return Dump(key, profile_path, metadata_path)
 
+    def annotate(self, dump: Dump, extra: dict[str, Any]) -> None:
+        """Add `extra` to a saved dump's metadata (atomically; before it is uploaded)."""
+        document = json.loads(dump.metadata_path.read_bytes())
+        document.update(extra)
+        _write_atomic(dump.metadata_path, json.dumps(document, indent=1, sort_keys=True).encode())
+
     def _check_beneath(self, path: Path) -> None:
         root = self.root.resolve()
         if not path.resolve().is_relative_to(root):

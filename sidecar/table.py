@@ -11,12 +11,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sidecar import cgroup, log, ports, procs, verdicts
 from sidecar.config import Config
 from sidecar.detection.watch import Watch
 from sidecar.fetch import PprofFetcher
 from sidecar.metrics import Metrics
+from sidecar.notify import FAILED, Notice
 
 # Seconds before a process found unwatchable is looked at again even though its
 # /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
@@ -44,10 +46,36 @@ class Watched:
     oom_kills_at_watch: int | None = None  # the group's OOM-kill count when first watched
     watched_at: float = field(default_factory=time.monotonic)
     had_ports: bool = False  # ever listened on a port (a dying process's fds are gone)
+    last_usage: int = 0  # the metric at the last sample
+    failure_told: float | None = -1.0  # the crossing (over_since) a failure notice was sent for
 
     @property
     def watch(self) -> Watch:
         return Watch(self.process.key, self.cgroup, self.threshold_bytes)
+
+
+def notice_of(
+    watched: Watched,
+    sample: cgroup.MemorySample,
+    reason: str,
+    location: str,
+    detail: str = "",
+    top: tuple[dict[str, Any], ...] = (),
+) -> Notice:
+    """The notice (an Event on the pod) for a watched process at `sample`."""
+    limit = sample.limit_bytes or 0
+    return Notice(
+        reason,
+        watched.process.pid,
+        watched.process.comm,
+        watched.cgroup.path,
+        sample.usage_bytes,
+        limit,
+        round(100.0 * sample.usage_bytes / limit, 1) if limit else None,
+        location,
+        detail,
+        top,
+    )
 
 
 class ProcessTable:
@@ -58,12 +86,14 @@ class ProcessTable:
         metrics: Metrics,
         select: Callable[[procs.Process], bool],
         publish: Callable[[list[Watch]], None],
+        notify: Callable[[Notice], None] = lambda notice: None,
     ) -> None:
         self.config = config
         self.fetcher = fetcher
         self.metrics = metrics
         self.select = select  # tests narrow the host's processes
         self._publish_watches = publish  # the detector's new view, when it changed
+        self._notify = notify  # Events on the pod
         self.watched: dict[procs.ProcessKey, Watched] = {}
         self.lock = threading.Lock()  # guards `watched` (the loop reads it)
         self._reasons: dict[procs.ProcessKey, str] = {}
@@ -276,6 +306,9 @@ class ProcessTable:
             oom_killed=verdict.oom_killed,
             watched_for=f"{now - gone.watched_at:.3f}s",
         )
+        sample = cgroup.MemorySample(gone.last_usage, gone.last_usage, None, gone.limit_bytes)
+        detail = f"capture-missed: {verdict.reason} (oom_killed={verdict.oom_killed})"
+        self._notify(notice_of(gone, sample, FAILED, "", detail))
 
     def _say_once(self, reasons: dict[procs.ProcessKey, str]) -> None:
         counts: dict[str, int] = {}

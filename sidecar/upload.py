@@ -11,6 +11,7 @@ not with this module: they are most of the watcher's resident memory, which an i
 (a healthy pod) never needs. The client still comes from the standard credential chain.
 """
 
+import json
 import math
 import random
 import threading
@@ -92,7 +93,14 @@ class Uploader:
         min_backoff: float = DEFAULT_MIN_BACKOFF,
         max_backoff: float = DEFAULT_MAX_BACKOFF,
         on_result: Callable[[str, str], None] | None = None,
+        on_uploaded: Callable[[Dump, dict[str, Any]], None] | None = None,
+        on_first_failure: Callable[[Dump, dict[str, Any], str], None] | None = None,
     ) -> None:
+        """`on_uploaded(dump, metadata)` after both objects are stored; `on_first_failure(
+        dump, metadata, reason)` at a dump's first failed attempt (its retries are logged
+        only): what the operator is told, through Events."""
+        self._on_uploaded = on_uploaded or (lambda dump, metadata: None)
+        self._on_first_failure = on_first_failure or (lambda dump, metadata, reason: None)
         self._spool = spool
         self._bucket = bucket
         self._client_factory = client_factory
@@ -174,9 +182,10 @@ class Uploader:
                 continue
             with self._lock:
                 self._pending.pop(dump.key, None)
-            if uploaded:
+            if uploaded is not None:
                 log.info("upload-done", key=dump.key, bucket=self._bucket)
                 self._on_result("uploaded", "")
+                self._on_uploaded(dump, uploaded)
             else:
                 log.warn("upload-skipped", key=dump.key, reason="the profile left DUMP_DIR")
 
@@ -203,11 +212,18 @@ class Uploader:
             kept=str(dump.profile_path),
         )
         self._on_result("failed", reason)
+        if failures == 1:
+            try:
+                document = dump.metadata_path.read_bytes()
+            except OSError:
+                document = b""
+            self._on_first_failure(dump, _metadata(document), reason)
 
-    def _upload(self, dump: Dump) -> bool:
-        """Put both objects, then remove the local files; False when the profile is gone."""
+    def _upload(self, dump: Dump) -> dict[str, Any] | None:
+        """Put both objects, then remove the local files; the metadata uploaded, or None
+        when the profile is gone."""
         if not dump.profile_path.exists():
-            return False
+            return None
         if self._client is None:
             self._client = self._client_factory()
         self._client.put_object(
@@ -216,14 +232,25 @@ class Uploader:
             Body=dump.profile_path.read_bytes(),
             ContentType="application/octet-stream",
         )
+        document = b""
         if dump.metadata_path.exists():
+            document = dump.metadata_path.read_bytes()
             self._client.put_object(
                 Bucket=self._bucket,
                 Key=dump.metadata_key,
-                Body=dump.metadata_path.read_bytes(),
+                Body=document,
                 ContentType="application/json",
             )
         # Both objects confirmed: only now do the local files go.
         dump.metadata_path.unlink(missing_ok=True)
         dump.profile_path.unlink(missing_ok=True)
-        return True
+        return _metadata(document)
+
+
+def _metadata(document: bytes) -> dict[str, Any]:
+    """A dump's metadata for a notice; {} when absent or unreadable (a crashed run's)."""
+    try:
+        parsed = json.loads(document) if document else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}

@@ -24,14 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sidecar import cgroup, log, ports, procs, verdicts
+from sidecar import cgroup, culprit, log, ports, procs, verdicts
 from sidecar.brake import Brake
 from sidecar.config import Config
 from sidecar.detection.watch import Detector, Watch
 from sidecar.fetch import FetchResult, PprofFetcher
 from sidecar.metrics import Metrics
+from sidecar.notify import CAPTURED, FAILED, Notice
 from sidecar.spool import Dump, Spool, SpoolFull
-from sidecar.table import ProcessTable, Watched
+from sidecar.table import ProcessTable, Watched, notice_of
 
 FAILED_RETRY = 1.0  # seconds between capture attempts that saved nothing
 # Captures in flight at once (each a thread with up to ports.MAX_ENDPOINTS fetches): an app
@@ -55,13 +56,14 @@ class Watcher:
     fetcher: PprofFetcher
     metrics: Metrics
     on_dump: Callable[[Dump], None] = lambda dump: None
+    notify: Callable[[Notice], None] = lambda notice: None  # Events on the pod
     select: Callable[[procs.Process], bool] = lambda process: True  # tests narrow the host
     refresh_interval: float = 1.0
 
     def __post_init__(self) -> None:
         self.refresh_interval = max(self.refresh_interval, self.config.watch_time)
         self.table = ProcessTable(
-            self.config, self.fetcher, self.metrics, self.select, self._publish
+            self.config, self.fetcher, self.metrics, self.select, self._publish, self.notify
         )
         self._captures: set[threading.Thread] = set()
         self._pending_watches: list[Watch] | None = None  # guarded by the table's lock
@@ -155,6 +157,7 @@ class Watcher:
                 self._refresh_wanted.set()  # it exited: drop it now
             return
         self.detector.note(watched.process.key, sample.usage_bytes, now, sample.raw_usage_bytes)
+        watched.last_usage = sample.usage_bytes
         if sample.usage_bytes < threshold:
             watched.over_since = None
             return
@@ -193,11 +196,13 @@ class Watcher:
 
     def _capture(self, watched: Watched, trigger: Trigger) -> None:
         saved = 0
+        failures: list[str] = []
         try:
-            saved = self._capture_profiles(watched, trigger)
+            saved = self._capture_profiles(watched, trigger, failures)
         except Exception as error:  # a capture bug must never end the watch
             log.error("capture-crashed", pid=watched.process.pid, error=repr(error))
             self.metrics.failures.labels("crashed").inc()
+            failures.append("crashed")
         finally:
             # Stamp before clearing `capturing`, so the loop never sees neither.
             watched.last_attempt_failed = not saved
@@ -217,10 +222,16 @@ class Watcher:
                 "capture-failed",
                 pid=watched.process.pid,
                 comm=watched.process.comm,
+                reasons=",".join(failures),
                 retry_in=f"{FAILED_RETRY:g}s",
             )
+            if watched.failure_told != watched.over_since:  # once per crossing
+                watched.failure_told = watched.over_since
+                self.notify(notice_of(watched, trigger.sample, FAILED, "", ",".join(failures)))
 
-    def _capture_profiles(self, watched: Watched, trigger: Trigger) -> int:
+    def _capture_profiles(self, watched: Watched, trigger: Trigger, failures: list[str]) -> int:
+        """Fetch, save, then (the race over) name the culprit of each dump, hand the dumps
+        to the uploader and tell the operator; the number of dumps saved."""
         process = watched.process
         endpoints = watched.endpoints
         if not endpoints and self.config.pprof_ports is None:
@@ -233,20 +244,48 @@ class Watcher:
                 comm=process.comm,
                 reason="no-ports: the process listens on no TCP port",
             )
+            failures.append("no-ports")
             return 0
-        saved: list[Dump] = []
+        saved: list[tuple[Dump, FetchResult]] = []
 
         def keep(result: FetchResult) -> None:
             dump = self._save(watched, trigger, result)
             if dump is not None:
-                saved.append(dump)
+                saved.append((dump, result))
+            else:
+                failures.append(result.reason if result.data is None else "spool")
 
         with self.brake.holding(watched.watch):
             first = self.fetcher.fetch_all(endpoints, gc=False, on_result=keep)
             answering = [result.endpoint for result in first if result.ok]
             if answering and procs.is_alive(self.config.proc_root, process.key):
                 self.fetcher.fetch_all(answering, gc=True, on_result=keep)
+        if saved:
+            self._after_race(watched, trigger, saved)
         return len(saved)
+
+    def _after_race(
+        self, watched: Watched, trigger: Trigger, saved: list[tuple[Dump, FetchResult]]
+    ) -> None:
+        best: tuple[dict[str, Any], ...] = ()
+        for dump, result in sorted(saved, key=lambda pair: not pair[1].gc):  # ?gc=1 first
+            top, error = culprit.top_functions(result.data or b"")
+            try:
+                self.spool.annotate(dump, {"top": top} if error is None else {"top_error": error})
+            except (OSError, ValueError) as failure:
+                log.warn("dump-annotate-failed", path=dump.metadata_path, reason=str(failure))
+            log.info(
+                "dump-top",
+                pid=watched.process.pid,
+                comm=watched.process.comm,
+                gc=result.gc,
+                path=dump.profile_path,
+                top=culprit.describe(top) if error is None else f"unreadable: {error}",
+            )
+            best = best or tuple(top)
+            self.on_dump(dump)
+        location = str(sorted(saved, key=lambda pair: not pair[1].gc)[0][0].profile_path)
+        self.notify(notice_of(watched, trigger.sample, CAPTURED, location, "", best))
 
     def _save(self, watched: Watched, trigger: Trigger, result: FetchResult) -> Dump | None:
         process = watched.process
@@ -322,5 +361,4 @@ class Watcher:
             detected_to_saved_ms=round(1000 * elapsed, 1),
             fetch_ms=round(1000 * result.seconds, 1),
         )
-        self.on_dump(dump)
         return dump
