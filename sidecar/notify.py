@@ -96,7 +96,7 @@ class Notifier:
         try:
             self._queue.put_nowait(notice)
         except queue.Full:
-            log.warn("notice-dropped", pid=notice.pid, reason="queue-full", event=notice.reason)
+            log.warn("notice-dropped", pid=notice.pid, reason="queue-full", kind=notice.reason)
             self._on_result("dropped")
 
     def stop(self, grace: float) -> None:
@@ -123,14 +123,14 @@ class Notifier:
                 error = f"{type(failure).__name__}: {failure}"
             else:
                 if status == 200:
-                    log.info("notice-sent", pid=notice.pid, event=notice.reason)
+                    log.info("notice-sent", pid=notice.pid, kind=notice.reason)
                     self._on_result("sent")
                     return
                 error = f"HTTP {status}: {answer[:200]!r}"
                 if 400 <= status < 500:
                     break  # refused: trying again changes nothing
             time.sleep(min(1.0, 0.2 * 2**attempt))
-        log.warn("notice-failed", pid=notice.pid, event=notice.reason, reason=error)
+        log.warn("notice-failed", pid=notice.pid, kind=notice.reason, reason=error)
         self._on_result("failed")
 
     def _token(self) -> str:

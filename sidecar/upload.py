@@ -183,8 +183,8 @@ class Uploader:
             with self._lock:
                 self._pending.pop(dump.key, None)
             if uploaded is not None:
+                self._on_result("uploaded", "")  # counted before it is said: tests scrape then
                 log.info("upload-done", key=dump.key, bucket=self._bucket)
-                self._on_result("uploaded", "")
                 self._on_uploaded(dump, uploaded)
             else:
                 log.warn("upload-skipped", key=dump.key, reason="the profile left DUMP_DIR")
@@ -201,6 +201,7 @@ class Uploader:
             failures = entry.failures
             wait = self.delay(failures)
             entry.due = time.monotonic() + wait
+        self._on_result("failed", reason)
         log.warn(
             "upload-failed",
             key=dump.key,
@@ -211,7 +212,6 @@ class Uploader:
             retry_in=f"{wait:.3f}s",
             kept=str(dump.profile_path),
         )
-        self._on_result("failed", reason)
         if failures == 1:
             try:
                 document = dump.metadata_path.read_bytes()
