@@ -65,7 +65,17 @@ def test_a_capture_is_told_with_the_process_the_figure_the_place_and_the_culprit
     token_file.write_text(TOKEN + "\n")
     with notice_endpoint(tmp_path) as (url, ca_pem, received), memory_cgroup(256 * MiB) as group:
         app = group.spawn(
-            [str(leak_binary), "-port", "0", "-mode", "gradual", "-step", str(8 * MiB)],
+            [
+                str(leak_binary),
+                "-port",
+                "0",
+                "-mode",
+                "gradual",
+                "-step",
+                str(8 * MiB),
+                "-interval",
+                "50ms",
+            ],
             stdout=subprocess.DEVNULL,
         )
         env = {
