@@ -12,10 +12,13 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request, Response
 
+from webhook import notify_ca
 from webhook.admit import Decision, admit
-from webhook.config import DefaultsError, InjectConfig, load_defaults
+from webhook.body import read_capped
+from webhook.config import DefaultsError, InjectConfig, Notify, load_defaults
 from webhook.inject import MalformedPod, warning
 from webhook.metrics import CONTENT_TYPE, Metrics
+from webhook.notices import NoticeService
 from webhook.review import AdmissionRequest, BadReview, decode, encode
 from webhook.tls import ServingCertificate
 
@@ -31,7 +34,13 @@ class ServerState:
     defaults_file: Path | None = None
     reload_interval: float = 1.0
     metrics: Metrics = field(default_factory=Metrics)
+    notices: NoticeService | None = None
+    # With both set (and notices served), injected watchers are told to send notices to
+    # `notify_url`, trusting the CA bundle in `notify_ca_file`.
+    notify_url: str | None = None
+    notify_ca_file: Path | None = None
     _defaults_text: bytes | str | None = None
+    _ca_seen: bytes | str | None = None
 
     def check_files(self) -> None:
         """Pick up a rotated certificate or a changed defaults file (on the event loop)."""
@@ -44,6 +53,29 @@ class ServerState:
                 self.metrics.cert_not_after.set(self.certificate.loaded.not_after)
         if self.defaults_file is not None:
             self._check_defaults(self.defaults_file)
+        if self.notify_url is not None and self.notify_ca_file is not None:
+            self._check_notify_ca(self.notify_url, self.notify_ca_file)
+
+    def _check_notify_ca(self, url: str, path: Path) -> None:
+        """A changed CA bundle goes into the notify settings of pods injected from now on;
+        a bad one is refused (logged, counted) and the last good one stays; with none ever
+        good, watchers get no notify settings and the status annotation says why."""
+        data = notify_ca.read(path)
+        if data == self._ca_seen:
+            return
+        self._ca_seen = data
+        pem, problem = notify_ca.bundle(data, path)
+        if pem is not None:
+            self.config = dataclasses.replace(self.config, notify=Notify(url, pem))
+            self.metrics.reloads.labels("notify-ca", "ok").inc()
+            log.info("notify CA bundle loaded from %s", path)
+            return
+        self.metrics.reloads.labels("notify-ca", "refused").inc()
+        if self.config.notify is None:
+            self.config = dataclasses.replace(self.config, notify_off=f"off: {problem}")
+            log.warning("watchers get no notify settings: %s", problem)
+        else:
+            log.warning("notify CA bundle not reloaded, keeping the previous one: %s", problem)
 
     def _check_defaults(self, path: Path) -> None:
         """A changed file is loaded; a deleted or invalid one is refused once (logged and
@@ -85,21 +117,6 @@ def _error(status: int, reason: str, message: str, state: ServerState) -> Respon
     return Response(body, status_code=status, media_type="application/json")
 
 
-async def _read_capped(request: Request) -> bytes | None:
-    """The body, or None once it exceeds MAX_BODY_BYTES (the rest is not read)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def create_app(state: ServerState) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -126,7 +143,7 @@ def create_app(state: ServerState) -> FastAPI:
                 415, "content-type", f"Content-Type must be application/json, not {content_type!r}",
                 state,
             )  # fmt: skip
-        body = await _read_capped(request)
+        body = await read_capped(request, MAX_BODY_BYTES)
         if body is None:
             limit = f"{MAX_BODY_BYTES // (1024 * 1024)} MiB"
             return _error(413, "too-large", f"body exceeds the {limit} limit", state)
@@ -150,6 +167,13 @@ def create_app(state: ServerState) -> FastAPI:
             decision = _admitted_unchanged(review)
         _record(state, review, decision, time.perf_counter() - started)
         return Response(decision.body, media_type="application/json")
+
+    @app.post("/notice")
+    async def notice(request: Request) -> Response:
+        if state.notices is None:
+            body = b'{"error":"not-configured","message":"this webhook serves no notices"}'
+            return Response(body, status_code=503, media_type="application/json")
+        return await state.notices.handle(request)
 
     @app.get("/healthz")
     async def healthz() -> Response:

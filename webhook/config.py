@@ -23,8 +23,20 @@ SIDECAR_MODES: tuple[SidecarMode, ...] = ("container", "native")
 PrivilegeProfile = Literal["privileged", "least-privilege"]
 PRIVILEGE_PROFILES: tuple[PrivilegeProfile, ...] = ("privileged", "least-privilege")
 EXCLUDED_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
-# Set by the injector itself (downward API and the dump volume), never by the defaults file.
-RESERVED_ENV = frozenset({"DUMP_DIR", "POD_NAME", "POD_NAMESPACE", "NODE_NAME"})
+# Set by the injector itself (downward API, the dump volume, the notice target), never by
+# the defaults file.
+RESERVED_ENV = frozenset(
+    {
+        "DUMP_DIR",
+        "POD_NAME",
+        "POD_NAMESPACE",
+        "NODE_NAME",
+        "NOTIFY_URL",
+        "NOTIFY_TOKEN_FILE",
+        "NOTIFY_CA",
+    }
+)
+NOTIFY_OFF = "off: the webhook serves no notices"
 
 BUILTIN_ENV: dict[str, str] = {"CRITICAL": "70", "COOLDOWN": "30s", "WATCH_TIME": "100ms"}
 BUILTIN_RESOURCES: dict[str, Any] = {
@@ -53,12 +65,27 @@ class SidecarDefaults:
 
 
 @dataclass(frozen=True)
+class Notify:
+    """Where the watcher sends its notices: the webhook's Service, and the CA bundle (PEM)
+    that signs the certificate the webhook serves."""
+
+    url: str
+    ca_pem: str
+
+
+def notify_url(service: str, namespace: str, port: int) -> str:
+    return f"https://{service}.{namespace}.svc:{port}/notice"
+
+
+@dataclass(frozen=True)
 class InjectConfig:
     image: str
     mode: SidecarMode = "container"
     own_namespace: str = "oomdump-system"
     defaults: SidecarDefaults = field(default_factory=SidecarDefaults)
     version: str = __version__
+    notify: Notify | None = None
+    notify_off: str = NOTIFY_OFF  # why there is no `notify`, for the status annotation
 
     @property
     def excluded_namespaces(self) -> frozenset[str]:

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from webhook.annotations import INJECT, STATUS, InvalidAnnotation, env_overrides
 from webhook.config import InjectConfig, SidecarDefaults
+from webhook.notice import AUDIENCE
 
 CONTAINER_NAME = "oomdump-sidecar"
 VOLUME_NAME = "oomdump-dumps"
@@ -22,6 +23,13 @@ DUMP_DIR = "/tmp/oomdump"
 # belongs to the app.
 NO_TOKEN_VOLUME_NAME = "oomdump-no-token"
 TOKEN_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+# The watcher's only credential: a projected token for the audience `oomdump`, which the
+# API server itself refuses (it is not for the API's audience) and the webhook accepts for
+# notices about this pod alone. Away from TOKEN_MOUNT_PATH, so the shadow mount stays.
+NOTIFY_VOLUME_NAME = "oomdump-notify-token"
+NOTIFY_MOUNT_PATH = "/var/run/secrets/oomdump"
+NOTIFY_TOKEN_FILE = f"{NOTIFY_MOUNT_PATH}/token"
+NOTIFY_TOKEN_SECONDS = 600  # the shortest the API server allows; the kubelet renews it
 COMMAND = ("python", "-m", "sidecar")
 WARNING_LIMIT = 119  # Kubernetes asks for warnings shorter than 120 characters
 
@@ -95,7 +103,15 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
     taken = {v.get("name") for v in spec.get("volumes") or [] if isinstance(v.get("name"), str)}
     volume = _free_name(VOLUME_NAME, taken)
     no_token = _free_name(NO_TOKEN_VOLUME_NAME, {*taken, volume})
+    notify_token = _free_name(NOTIFY_VOLUME_NAME, {*taken, volume, no_token})
     sidecar = _container(config, overrides, volume, no_token)
+    volumes = [
+        {"name": volume, "emptyDir": {}},
+        {"name": no_token, "emptyDir": {"medium": "Memory", "sizeLimit": "1Ki"}},
+    ]
+    if config.notify is not None:
+        _add_notify(sidecar, config.notify.url, config.notify.ca_pem, notify_token)
+        volumes.append(_notify_volume(notify_token))
     status = {
         "version": config.version,
         "container": CONTAINER_NAME,
@@ -104,6 +120,7 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
         "volume": volume,
         "profile": config.defaults.profile,
         "overrides": sorted(overrides),
+        "notify": config.notify.url if config.notify else config.notify_off,
     }
     new_spec = dict(spec)
     new_spec["shareProcessNamespace"] = True
@@ -111,11 +128,7 @@ def inject(pod: Any, config: InjectConfig, namespace: str | None = None) -> Outc
         new_spec["initContainers"] = [sidecar, *init_containers]
     else:
         new_spec["containers"] = [*containers, sidecar]
-    new_spec["volumes"] = [
-        *(spec.get("volumes") or []),
-        {"name": volume, "emptyDir": {}},
-        {"name": no_token, "emptyDir": {"medium": "Memory", "sizeLimit": "1Ki"}},
-    ]
+    new_spec["volumes"] = [*(spec.get("volumes") or []), *volumes]
     new_metadata = dict(metadata)
     new_metadata["annotations"] = {
         **annotations,
@@ -171,6 +184,22 @@ def escape_env_value(value: str) -> str:
 
 def _field_env(name: str, path: str) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def _notify_volume(name: str) -> dict[str, Any]:
+    token = {"audience": AUDIENCE, "expirationSeconds": NOTIFY_TOKEN_SECONDS, "path": "token"}
+    return {"name": name, "projected": {"sources": [{"serviceAccountToken": token}]}}
+
+
+def _add_notify(container: dict[str, Any], url: str, ca_pem: str, volume: str) -> None:
+    container["env"] += [
+        {"name": "NOTIFY_URL", "value": escape_env_value(url)},
+        {"name": "NOTIFY_TOKEN_FILE", "value": NOTIFY_TOKEN_FILE},
+        {"name": "NOTIFY_CA", "value": escape_env_value(ca_pem)},
+    ]
+    container["volumeMounts"].append(
+        {"name": volume, "mountPath": NOTIFY_MOUNT_PATH, "readOnly": True}
+    )
 
 
 def _security(defaults: SidecarDefaults) -> dict[str, Any]:

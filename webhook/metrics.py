@@ -44,6 +44,20 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=self.registry,
         )
+        self.notices = Counter(
+            "oomdump_webhook_notices",
+            "Watcher notices (POST /notice) by outcome: created, aggregated (an Event's count"
+            " raised), bad-request, unauthenticated, forbidden, rate-limited, busy, unavailable,"
+            " not-configured",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.notice_latency = Histogram(
+            "oomdump_webhook_notice_duration_seconds",
+            "Time spent answering POST /notice (TokenReview, pod read and Event write included)",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
         self.reloads = Counter(
             "oomdump_webhook_reloads",
             "Reloads of the serving certificate or the defaults file, by file kind and result",

@@ -195,7 +195,67 @@ def test_rbac_is_only_the_named_secret_and_webhook_configuration(base) -> None:
     assert pod_spec(base)["serviceAccountName"] == "oomdump-webhook"
     one(base, "ServiceAccount", "oomdump-webhook")
     roles = [o for o in base if o["kind"] in {"Role", "ClusterRole"}]
-    assert len(roles) == 2  # nothing else grants anything
+    assert len(roles) == 3  # nothing else grants anything
+
+
+NOTICE_RULES = [
+    {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def test_notices_may_review_tokens_read_pods_and_write_events_only(base) -> None:
+    assert one(base, "ClusterRole", "oomdump-webhook-notices")["rules"] == NOTICE_RULES
+    binding = one(base, "ClusterRoleBinding", "oomdump-webhook-notices")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "oomdump-webhook-notices",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "oomdump-webhook", "namespace": NAMESPACE}
+    ]
+
+
+def test_watchers_are_pointed_at_the_service_and_the_ca_beside_the_pair(base) -> None:
+    from webhook.__main__ import parse_args
+    from webhook.config import notify_url
+
+    webhook = container(pod_spec(base), "webhook")
+    env = {e["name"]: e.get("value") for e in webhook["env"] if "value" in e}
+    args = parse_args(
+        [f"--{name.lower().replace('_', '-')}={value}" for name, value in (
+            ("TLS_CERT_FILE", env["TLS_CERT_FILE"]),
+            ("TLS_KEY_FILE", env["TLS_KEY_FILE"]),
+            ("SIDECAR_IMAGE", env["SIDECAR_IMAGE"]),
+            ("SERVICE_NAME", env["WEBHOOK_SERVICE_NAME"]),
+        )]
+    )  # fmt: skip
+    service = one(base, "Service", "oomdump-webhook")
+    (port,) = service["spec"]["ports"]
+    assert notify_url(args.service_name, NAMESPACE, args.service_port) == notify_url(
+        service["metadata"]["name"], service["metadata"]["namespace"], port["port"]
+    )
+    assert args.notify_ca_file is None  # so: ca.crt next to tls.crt, which bootstrap writes
+    assert "--out=/certs" in container(pod_spec(base), "certs-bootstrap", init=True)["args"]
+
+
+def test_the_webhook_holds_its_own_credentials_for_notices(base) -> None:
+    spec = pod_spec(base)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    sources = volumes["notice-credentials"]["projected"]["sources"]
+    (token,) = [
+        source["serviceAccountToken"] for source in sources if "serviceAccountToken" in source
+    ]
+    assert "audience" not in token  # the API server's own audience
+    holders = {
+        item["name"]: mount["mountPath"]
+        for item in all_containers(spec)
+        for mount in item["volumeMounts"]
+        if mount["name"] == "notice-credentials" and mount["readOnly"]
+    }
+    assert holders == {"webhook": "/var/run/secrets/kubernetes.io/serviceaccount"}
 
 
 def test_only_the_certificate_containers_hold_api_credentials(base) -> None:

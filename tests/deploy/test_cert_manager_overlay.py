@@ -96,6 +96,9 @@ def test_bootstrap_and_its_api_access_are_gone(cert_manager) -> None:
     assert "initContainers" not in spec
     assert [c["name"] for c in spec["containers"]] == ["webhook"]
     assert spec["automountServiceAccountToken"] is False
-    assert {v["name"] for v in spec["volumes"]} == {"certs", "sidecar-defaults", "tmp"}
-    kinds = {o["kind"] for o in cert_manager}
-    assert kinds.isdisjoint({"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"})
+    # The webhook keeps its credentials for notices, and nothing else.
+    volumes = {v["name"] for v in spec["volumes"]}
+    assert volumes == {"certs", "sidecar-defaults", "tmp", "notice-credentials"}
+    roles = [o for o in cert_manager if o["kind"] in {"Role", "ClusterRole"}]
+    bindings = [o for o in cert_manager if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}]
+    assert [o["metadata"]["name"] for o in roles + bindings] == ["oomdump-webhook-notices"] * 2

@@ -1,8 +1,9 @@
 """Golden cases in tests/golden: `NAME.input.yaml` -> `NAME.expected.yaml`.
 
-An input holds `namespace` (the request's), optional `mode` and `defaults` (a defaults.yaml
-document) and either `pod` or `from_expected` (another case whose expected pod is the
-input, for second-pass checks). Run with UPDATE_GOLDEN=1 to rewrite the expected files,
+An input holds `namespace` (the request's), optional `mode`, `defaults` (a defaults.yaml
+document) and `notify` (`url` and `ca`: where watchers send notices), and either `pod` or
+`from_expected` (another case whose expected pod is the input, for second-pass checks).
+Run with UPDATE_GOLDEN=1 to rewrite the expected files,
 then review the diff. Under CI (the `CI` variable set to anything but "", "0" or "false")
 UPDATE_GOLDEN=1 is refused: a rewrite there would compare the output with itself.
 """
@@ -14,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from webhook.config import InjectConfig, parse_defaults
+from webhook.config import InjectConfig, Notify, parse_defaults
 from webhook.inject import inject
 from webhook.patch import make_patch
 
@@ -60,8 +61,13 @@ def input_pod(case: dict[str, Any]) -> dict[str, Any]:
 def run_case(name: str) -> dict[str, Any]:
     case = load_yaml(GOLDEN / f"{name}.input.yaml")
     defaults = parse_defaults(yaml.safe_dump(case.get("defaults") or {}), f"{name} defaults")
+    notify = case.get("notify")
     config = InjectConfig(
-        image=IMAGE, mode=case.get("mode", "container"), defaults=defaults, version="0.1.0"
+        image=IMAGE,
+        mode=case.get("mode", "container"),
+        defaults=defaults,
+        version="0.1.0",
+        notify=Notify(notify["url"], notify["ca"]) if notify else None,
     )
     pod = input_pod(case)
     outcome = inject(pod, config, case["namespace"])

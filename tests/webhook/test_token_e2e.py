@@ -5,6 +5,8 @@ The plugin mounts the pod's token into every container without a mount at
 /var/run/secrets/kubernetes.io/serviceaccount. It runs before webhooks, and again after
 them whenever a webhook changed the pod (reinvocation runs every in-tree plugin again),
 so a watcher container added without that mount would get the token on the second pass.
+The watcher's one credential, a projected token for the audience `oomdump` at another
+path (for notices to the webhook), must not make the plugin mount the API token either.
 """
 
 import base64
@@ -21,7 +23,7 @@ from kubernetes import client
 from testinfra.cluster import Cluster, running_cluster
 from tests.webhook.conftest import Pki
 from tests.webhook.server import RunningWebhook, run_webhook
-from webhook.inject import CONTAINER_NAME, TOKEN_MOUNT_PATH
+from webhook.inject import CONTAINER_NAME, NOTIFY_MOUNT_PATH, TOKEN_MOUNT_PATH
 
 pytestmark = pytest.mark.e2e
 
@@ -91,11 +93,27 @@ def test_the_watcher_holds_no_token_the_app_keeps_its_own(
     assert len(at_token_path) == 1 and at_token_path[0].read_only
     shadow = volumes[at_token_path[0].name]
     assert shadow.empty_dir is not None and shadow.projected is None
-    assert all(volumes[m.name].projected is None for m in watcher_mounts)
+    projected = [m for m in watcher_mounts if volumes[m.name].projected is not None]
+    # The notice token alone: for the audience oomdump, which the API server refuses.
+    assert [(m.mount_path, m.read_only) for m in projected] == [(NOTIFY_MOUNT_PATH, True)]
+    (source,) = volumes[projected[0].name].projected.sources
+    assert source.service_account_token.audience == "oomdump"
+    assert source.config_map is None and source.secret is None
+    env = {e.name: e.value for e in by_name[CONTAINER_NAME].env}
+    assert env["NOTIFY_TOKEN_FILE"] == f"{NOTIFY_MOUNT_PATH}/token"
+    assert env["NOTIFY_CA"] == registered.ca_file.read_text()
 
 
 @pytest.fixture(scope="module")
-def webhook(tmp_path_factory: pytest.TempPathFactory, module_pki: Pki) -> Iterator[RunningWebhook]:
+def webhook(
+    tmp_path_factory: pytest.TempPathFactory, module_pki: Pki, cluster: Cluster
+) -> Iterator[RunningWebhook]:
+    """With API credentials (notices on) and ca.crt beside tls.crt: watchers get the notice
+    token and settings."""
+    assert module_pki.ca_file == module_pki.cert_file.parent / "ca.crt"
     workdir = tmp_path_factory.mktemp("webhook-token")
-    with run_webhook(workdir, module_pki.cert_file, module_pki.key_file, module_pki.ca_file) as w:
+    with run_webhook(
+        workdir, module_pki.cert_file, module_pki.key_file, module_pki.ca_file,
+        "--kubeconfig", str(cluster.kubeconfig),
+    ) as w:  # fmt: skip
         yield w
