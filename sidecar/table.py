@@ -47,6 +47,8 @@ class Watched:
     watched_at: float = field(default_factory=time.monotonic)
     had_ports: bool = False  # ever listened on a port (a dying process's fds are gone)
     last_usage: int = 0  # the metric at the last sample
+    last_heap: Any = None  # the last complete profile read (culprit.Reading.heap)
+    last_heap_key: str = ""  # its dump's key
     failure_told: float | None = -1.0  # the crossing (over_since) a failure notice was sent for
 
     @property

@@ -267,11 +267,22 @@ class Watcher:
     def _after_race(
         self, watched: Watched, trigger: Trigger, saved: list[tuple[Dump, FetchResult]]
     ) -> None:
+        """Name the culprit of each dump (the complete ?gc=1 one first) and what grew since
+        this process's previous capture, then upload and tell."""
+        saved = sorted(saved, key=lambda pair: not pair[1].gc)
         best: tuple[dict[str, Any], ...] = ()
-        for dump, result in sorted(saved, key=lambda pair: not pair[1].gc):  # ?gc=1 first
-            top, error = culprit.top_functions(result.data or b"")
+        for index, (dump, result) in enumerate(saved):
+            reading = culprit.read(result.data or b"")
+            notes: dict[str, Any] = {"top": reading.top}
+            if reading.error is not None:
+                notes = {"top_error": reading.error}
+            elif index == 0 and reading.heap is not None:
+                if watched.last_heap is not None:
+                    notes["growth"] = culprit.growth(watched.last_heap, reading.heap)
+                    notes["growth_since"] = watched.last_heap_key
+                watched.last_heap, watched.last_heap_key = reading.heap, dump.key
             try:
-                self.spool.annotate(dump, {"top": top} if error is None else {"top_error": error})
+                self.spool.annotate(dump, notes)
             except (OSError, ValueError) as failure:
                 log.warn("dump-annotate-failed", path=dump.metadata_path, reason=str(failure))
             log.info(
@@ -280,11 +291,13 @@ class Watcher:
                 comm=watched.process.comm,
                 gc=result.gc,
                 path=dump.profile_path,
-                top=culprit.describe(top) if error is None else f"unreadable: {error}",
+                top=culprit.describe(reading.top) if reading.error is None else None,
+                unreadable=reading.error,
+                grew=culprit.describe_growth(notes.get("growth", [])) or None,
             )
-            best = best or tuple(top)
+            best = best or tuple(reading.top)
             self.on_dump(dump)
-        location = str(sorted(saved, key=lambda pair: not pair[1].gc)[0][0].profile_path)
+        location = str(saved[0][0].profile_path)
         self.notify(notice_of(watched, trigger.sample, CAPTURED, location, "", best))
 
     def _save(self, watched: Watched, trigger: Trigger, result: FetchResult) -> Dump | None:

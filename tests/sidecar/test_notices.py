@@ -105,3 +105,42 @@ def test_a_capture_is_told_with_the_process_the_figure_the_place_and_the_culprit
     assert metadata["top"][0]["name"] == "main.leakDocuments"
     assert logs.matching("event=dump-top", f"pid={app.pid} ", 'top="main.leakDocuments ')
     assert logs.matching("event=notice-sent", f"pid={app.pid} ")
+
+
+def test_a_later_capture_of_the_same_process_says_what_grew(
+    leak_binary: Path, tmp_path: Path, logs
+) -> None:
+    """Two captures of one leaking process (a short COOLDOWN): the later dump's metadata
+    names what grew since the earlier one, the leaking function first."""
+    dumps = tmp_path / "dumps"
+    with memory_cgroup(256 * MiB) as group:
+        app = group.spawn(
+            [
+                str(leak_binary),
+                "-port",
+                "0",
+                "-mode",
+                "gradual",
+                "-step",
+                str(4 * MiB),
+                "-interval",
+                "50ms",
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        env = {"CRITICAL": "40", "COOLDOWN": "500ms", "DUMP_DIR": str(dumps)}
+        watcher = make_watcher(env, select=lambda process: process.pid == app.pid)
+        with running(watcher):
+            assert app.wait(timeout=60) == -9
+    complete = [
+        json.loads(path.read_text())
+        for path in sorted(dumps.rglob("*.json"))
+        if json.loads(path.read_text())["gc"]
+    ]
+    assert len(complete) >= 2, "\n".join(logs.lines[-30:])
+    assert "growth" not in complete[0]
+    later = complete[1]
+    assert later["growth_since"] == complete[0]["key"]
+    assert later["growth"][0]["name"] == "main.leakDocuments"
+    assert later["growth"][0]["delta_bytes"] > 4 * MiB
+    assert logs.matching("event=dump-top", 'grew="main.leakDocuments +')
