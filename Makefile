@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint bench-webhook bench-capture e2e-cluster clean
+.PHONY: setup demo test lint bench-webhook bench-capture e2e-cluster render-base clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("oomdump needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -35,3 +35,8 @@ clean:
 
 e2e-cluster: $(STAMP)
 	$(PY) -m testinfra.cluster
+
+# deploy/base and the chart's generated checks (values.schema.json, _registry.tpl) from
+# deploy/helm/oomdump and the webhook's registry; builds helm on first use.
+render-base: $(STAMP)
+	$(PY) -m testinfra.helm_base
