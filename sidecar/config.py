@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from oomdump import contract
 from oomdump.durations import parse_duration
 
 MemoryMetric = Literal["working_set", "usage"]
@@ -82,20 +83,21 @@ def _duration(env: Mapping[str, str], name: str, default: str, minimum: float) -
     return value
 
 
-def _ports(env: Mapping[str, str]) -> tuple[int, ...] | None:
-    raw = env.get("PPROF_PORTS", "").strip()
+def _pod_variable(env: Mapping[str, str], name: str) -> str:
+    """A variable a pod may override, checked as the webhook checks it (oomdump.contract);
+    '' when unset and without a default."""
+    variable = contract.BY_NAME[name]
+    raw = env.get(name, "").strip()
     if not raw:
-        return None
-    ports: list[int] = []
-    for part in raw.split(","):
-        text = part.strip()
-        if not text.isdigit() or not 1 <= int(text) <= 65535:
-            raise ConfigError(
-                f"PPROF_PORTS={raw!r}: {text!r} is not a port; allowed: comma list of 1-65535"
-            )
-        if int(text) not in ports:
-            ports.append(int(text))
-    return tuple(ports)
+        return variable.default or ""
+    try:
+        return variable.normalize(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not allowed; allowed: {variable.allowed}") from None
+
+
+def _ports(normalized: str) -> tuple[int, ...] | None:
+    return tuple(int(port) for port in normalized.split(",")) if normalized else None
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -137,15 +139,15 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     if not pprof_path.startswith("/"):
         raise ConfigError(f"PPROF_PATH={pprof_path!r} must start with '/'")
     return Config(
-        critical_percent=_int(env, "CRITICAL", 70, 1, 99),
-        cooldown=_duration(env, "COOLDOWN", "30s", 0.0),
-        watch_time=_duration(env, "WATCH_TIME", "100ms", 0.001),
-        bucket=env.get("BUCKET", "").strip() or None,
-        s3_prefix=env.get("S3_PREFIX", "").strip(),
+        critical_percent=int(_pod_variable(env, "CRITICAL")),
+        cooldown=parse_duration(_pod_variable(env, "COOLDOWN")),
+        watch_time=parse_duration(_pod_variable(env, "WATCH_TIME")),
+        bucket=_pod_variable(env, "BUCKET") or None,
+        s3_prefix=_pod_variable(env, "S3_PREFIX"),
         s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
         dump_dir=Path(env.get("DUMP_DIR", "").strip() or "/tmp/oomdump"),
         pprof_path=pprof_path,
-        pprof_ports=_ports(env),
+        pprof_ports=_ports(_pod_variable(env, "PPROF_PORTS")),
         memory_metric=_choice(env, "MEMORY_METRIC", "working_set", ("working_set", "usage")),  # type: ignore[arg-type]
         pod_name=env.get("POD_NAME", "").strip() or host,
         pod_namespace=env.get("POD_NAMESPACE", "").strip() or "local",
