@@ -93,11 +93,15 @@ def template_text(
     api_versions: Sequence[str] = (),
     namespace: str = "oomdump-system",
     release: str = "oomdump",
+    set_string: Sequence[str] = (),
 ) -> str:
-    """What `helm template` prints for the chart; `values` are `--set` expressions."""
+    """What `helm template` prints for the chart; `values` are `--set` expressions,
+    `set_string` `--set-string` ones."""
     args = ["template", release, str(CHART), "--namespace", namespace]
     for value in values:
         args += ["--set", value]
+    for value in set_string:
+        args += ["--set-string", value]
     for version in api_versions:
         args += ["--api-versions", version]
     return run_helm(args).stdout
@@ -107,7 +111,8 @@ def template(
     values: Sequence[str] = (),
     api_versions: Sequence[str] = (),
     namespace: str = "oomdump-system",
+    set_string: Sequence[str] = (),
 ) -> list[dict]:
     """Every object `helm template` renders, in its output order."""
-    text = template_text(values, api_versions, namespace)
+    text = template_text(values, api_versions, namespace, set_string=set_string)
     return [doc for doc in yaml.safe_load_all(text) if doc]
