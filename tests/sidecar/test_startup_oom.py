@@ -8,6 +8,8 @@ Needs root and the v1 memory controller (skipped with the reason otherwise).
 
 import json
 import subprocess
+import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,3 +93,47 @@ def test_killed_before_it_could_serve_a_profile_is_reported(leaker: Path, pod) -
     with urllib.request.urlopen(f"http://127.0.0.1:{watcher.metrics_port}/metrics") as answer:
         metrics = answer.read().decode()
     assert 'oomdump_missed_total{reason="no-port-yet"} 1.0' in metrics
+
+
+LATE_LISTENER = """
+import socket, sys
+sys.stdin.readline()  # until told to listen
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(1)
+print(listener.getsockname()[1], flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_port_opened_later_is_known_at_the_next_look(tmp_path: Path) -> None:
+    """A watched process that starts listening later: its port is found by the cheap look
+    of every WATCH_TIME, long before the full refresh (REFRESH_INTERVAL=1m here) would."""
+    (tmp_path / "proc").mkdir()
+    view = PodView(tmp_path / "proc")
+    env = {
+        "PROC_ROOT": view.proc_root,
+        "DUMP_DIR": str(tmp_path / "dumps"),
+        "REFRESH_INTERVAL": "1m",
+    }
+    with memory_cgroup(256 * MiB) as group, WatcherProcess(env) as watcher:
+        app = group.spawn(
+            [sys.executable, "-c", LATE_LISTENER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            view.add(app.pid)
+            watcher.log.wait_for_all("event=watching", f"pid={app.pid} ", "ports=none-yet")
+            assert app.stdin is not None and app.stdout is not None
+            app.stdin.write("listen\n")
+            app.stdin.flush()
+            port = int(app.stdout.readline())
+            started = time.monotonic()
+            watcher.log.wait_for_all("event=ports", f"pid={app.pid} ", f":{port}", deadline=30)
+            # Generous for a loaded machine; the full refresh would take a minute.
+            assert time.monotonic() - started < 20
+        finally:
+            app.kill()
+            app.wait()
