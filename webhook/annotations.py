@@ -1,15 +1,15 @@
 """The one registry of `oomdump.io/*` pod annotations: validation and the README table.
 
 Each entry names the annotation, the watcher environment variable it overrides (if any),
-what values are allowed and a validator that returns the value the watcher gets.
+what values are allowed and a validator that returns the value the watcher gets; for the
+watcher's variables those come from `oomdump.contract`, which the watcher checks its own
+environment with.
 """
 
-import ipaddress
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from oomdump.durations import format_duration, parse_duration
+from oomdump import contract
 
 PREFIX = "oomdump.io/"
 INJECT = PREFIX + "inject"
@@ -43,86 +43,11 @@ class Annotation:
             raise InvalidAnnotation(self.key, value, self.allowed) from None
 
 
-_PERCENT = re.compile(r"[0-9]{1,2}")
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-def _critical(value: str) -> str:
-    if not _PERCENT.fullmatch(value) or not 1 <= int(value) <= 99:
-        raise ValueError(value)
-    return str(int(value))
-
-
-def _duration_between(low: float, high: float) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value != value.strip():
-            raise ValueError(value)
-        seconds = parse_duration(value)
-        # Compare in whole nanoseconds so float noise cannot refuse `5ms` or `24h`.
-        if not round(low * 1e9) <= round(seconds * 1e9) <= round(high * 1e9):
-            raise ValueError(value)
-        return value
-
-    return check
-
-
-def _ports(value: str) -> str:
-    ports: list[int] = []
-    for part in value.split(","):
-        text = part.strip()
-        if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-            raise ValueError(value)
-        if int(text) not in ports:
-            ports.append(int(text))
-    return ",".join(str(port) for port in ports)
-
-
-_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-
-
-def _bucket(value: str) -> str:
-    if not _BUCKET.fullmatch(value) or ".." in value or ".-" in value or "-." in value:
-        raise ValueError(value)
-    try:
-        ipaddress.IPv4Address(value)
-    except ValueError:
-        return value
-    raise ValueError(value)
-
-
-# Characters S3 documents as safe in keys, which also mean nothing to a shell, a URL or
-# the kubelet's `$(VAR)` expansion; `/` separates segments.
-_PREFIX_CHARS = re.compile(r"[A-Za-z0-9._/-]*")
-PREFIX_MAX = 512
-
-
-def _prefix(value: str) -> str:
-    """A key prefix that stays below DUMP_DIR and inside its own part of a shared bucket.
-
-    The watcher writes each dump to DUMP_DIR/{prefix}... before uploading it, so a `..`
-    segment or a leading `/` would leave the spool (and its limits), and in S3 `a//b` or
-    `./` are keys apart from `a/b` that look the same in a listing.
-    """
-    if len(value) > PREFIX_MAX or not _PREFIX_CHARS.fullmatch(value):
-        raise ValueError(value)
-    if value == "":
-        return value  # no prefix: keys start with the namespace
-    segments = value.split("/")
-    # The last segment is empty when the prefix ends with `/` (the usual `prod/`).
-    for segment in segments[:-1] if value.endswith("/") else segments:
-        if segment in ("", ".", ".."):
-            raise ValueError(value)
-    return value
-
-
 def _inject(value: str) -> str:
     if value not in ("enabled", "disabled"):
         raise ValueError(value)
     return value
 
-
-COOLDOWN_BOUNDS = (1.0, 24 * 3600.0)
-WATCH_TIME_BOUNDS = (0.005, 10.0)
 
 REGISTRY: tuple[Annotation, ...] = (
     Annotation(
@@ -133,65 +58,23 @@ REGISTRY: tuple[Annotation, ...] = (
         example="disabled",
         normalize=_inject,
     ),
-    Annotation(
-        key=PREFIX + "critical",
-        env="CRITICAL",
-        allowed="an integer percent from 1 to 99",
-        meaning="percent of the cgroup memory limit at which a heap is captured",
-        example="85",
-        normalize=_critical,
-    ),
-    Annotation(
-        key=PREFIX + "cooldown",
-        env="COOLDOWN",
-        allowed=(
-            f"a Go duration from {format_duration(COOLDOWN_BOUNDS[0])}"
-            f" to {format_duration(COOLDOWN_BOUNDS[1])}, e.g. 30s or 5m"
-        ),
-        meaning="pause between two captures of the same process",
-        example="2m",
-        normalize=_duration_between(*COOLDOWN_BOUNDS),
-    ),
-    Annotation(
-        key=PREFIX + "watch-time",
-        env="WATCH_TIME",
-        allowed=(
-            f"a Go duration from {format_duration(WATCH_TIME_BOUNDS[0])}"
-            f" to {format_duration(WATCH_TIME_BOUNDS[1])}, e.g. 100ms"
-        ),
-        meaning="memory polling interval",
-        example="50ms",
-        normalize=_duration_between(*WATCH_TIME_BOUNDS),
-    ),
-    Annotation(
-        key=PREFIX + "ports",
-        env="PPROF_PORTS",
-        allowed="a comma-separated list of TCP ports from 1 to 65535",
-        meaning="ports to fetch `/debug/pprof/heap` from (default: each process's own)",
-        example="6060,8080",
-        normalize=_ports,
-    ),
-    Annotation(
-        key=PREFIX + "bucket",
-        env="BUCKET",
-        allowed=(
-            "an S3 bucket name: 3-63 lowercase letters, digits, dots or hyphens,"
-            " starting and ending with a letter or digit, not an IP address"
-        ),
-        meaning="S3 bucket that receives the dumps",
-        example="team-heap-dumps",
-        normalize=_bucket,
-    ),
-    Annotation(
-        key=PREFIX + "prefix",
-        env="S3_PREFIX",
-        allowed=(
-            f"at most {PREFIX_MAX} letters, digits, `.`, `_`, `-` or `/`; no leading `/`,"
-            " no empty (`//`), `.` or `..` segment"
-        ),
-        meaning="prefix of the dump object keys",
-        example="prod/",
-        normalize=_prefix,
+    *(
+        Annotation(
+            key=PREFIX + key,
+            env=name,
+            allowed=contract.BY_NAME[name].allowed,
+            meaning=contract.BY_NAME[name].meaning,
+            example=example,
+            normalize=contract.BY_NAME[name].normalize,
+        )
+        for key, name, example in (
+            ("critical", "CRITICAL", "85"),
+            ("cooldown", "COOLDOWN", "2m"),
+            ("watch-time", "WATCH_TIME", "50ms"),
+            ("ports", "PPROF_PORTS", "6060,8080"),
+            ("bucket", "BUCKET", "team-heap-dumps"),
+            ("prefix", "S3_PREFIX", "prod/"),
+        )
     ),
 )
 

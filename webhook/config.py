@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import yaml
 
-from oomdump import __version__
+from oomdump import __version__, contract
 from webhook.annotations import BY_ENV
 
 SidecarMode = Literal["container", "native"]
@@ -38,7 +38,10 @@ RESERVED_ENV = frozenset(
 )
 NOTIFY_OFF = "off: the webhook serves no notices"
 
-BUILTIN_ENV: dict[str, str] = {"CRITICAL": "70", "COOLDOWN": "30s", "WATCH_TIME": "100ms"}
+# Written into every injected watcher, so a pod shows what it runs with (oomdump.contract).
+BUILTIN_ENV: dict[str, str] = {
+    name: contract.BY_NAME[name].default or "" for name in ("CRITICAL", "COOLDOWN", "WATCH_TIME")
+}
 BUILTIN_RESOURCES: dict[str, Any] = {
     "requests": {"cpu": "10m", "memory": "48Mi"},
     "limits": {"cpu": "200m", "memory": "128Mi"},
