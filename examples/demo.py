@@ -140,16 +140,17 @@ def dump_path(line: str) -> Path:
     raise ValueError(line)
 
 
-def pprof_top(binary: Path, dump: Path) -> list[str]:
+def dumps_top(dump: Path) -> list[str]:
+    """`oomdump dumps top` (the project's own profile reader: no Go needed)."""
     result = subprocess.run(
-        ["go", "tool", "pprof", "-top", "-sample_index=inuse_space", str(binary), str(dump)],
+        [sys.executable, "-m", "oomdump.cli", "dumps", "top", str(dump), "-n", "8"],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     if result.returncode != 0:
-        return [f"go tool pprof failed: {result.stderr.strip()}"]
+        return [f"oomdump dumps top failed: {result.stderr.strip()}"]
     return result.stdout.splitlines()
 
 
@@ -240,8 +241,8 @@ def main() -> int:
     best = next(
         (p for p, line in zip(dumps, saved_lines, strict=True) if "gc=True" in line), dumps[0]
     )
-    say(f"go tool pprof -top {best.name}")
-    for line in pprof_top(binary, best)[:12]:
+    say(f"oomdump dumps top {best.name}")
+    for line in dumps_top(best)[:12]:
         marker = "   <-- the leak" if "leakDocuments" in line else ""
         print(f"  {line}{marker}")
     print()
