@@ -94,10 +94,13 @@ def template_text(
     namespace: str = "oomdump-system",
     release: str = "oomdump",
     set_string: Sequence[str] = (),
+    kube_version: str | None = None,
 ) -> str:
     """What `helm template` prints for the chart; `values` are `--set` expressions,
     `set_string` `--set-string` ones."""
     args = ["template", release, str(CHART), "--namespace", namespace]
+    if kube_version:
+        args += ["--kube-version", kube_version]
     for value in values:
         args += ["--set", value]
     for value in set_string:
@@ -112,7 +115,10 @@ def template(
     api_versions: Sequence[str] = (),
     namespace: str = "oomdump-system",
     set_string: Sequence[str] = (),
+    kube_version: str | None = None,
 ) -> list[dict]:
     """Every object `helm template` renders, in its output order."""
-    text = template_text(values, api_versions, namespace, set_string=set_string)
+    text = template_text(
+        values, api_versions, namespace, set_string=set_string, kube_version=kube_version
+    )
     return [doc for doc in yaml.safe_load_all(text) if doc]

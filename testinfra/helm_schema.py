@@ -7,17 +7,13 @@ there changes the chart with `make render-base`, and tests/helm fails until it i
 """
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from oomdump import durations
 from sidecar.config import DETECT_MODES
-from webhook.annotations import (
-    BY_ENV,
-    COOLDOWN_BOUNDS,
-    PREFIX_MAX,
-    WATCH_TIME_BOUNDS,
-)
+from webhook.annotations import BY_ENV
 from webhook.config import PRIVILEGE_PROFILES, RESERVED_ENV, SIDECAR_MODES
 
 CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "oomdump"
@@ -35,7 +31,9 @@ VALUE_ENV = {
     "endpoint": "S3_ENDPOINT_URL",
     "region": "AWS_REGION",
 }
-DURATIONS = {"cooldown": COOLDOWN_BOUNDS, "watchTime": WATCH_TIME_BOUNDS}
+DURATIONS = ("cooldown", "watchTime")
+# Far past any limit the registry sets (about 11 days in nanoseconds is 2**50).
+_SEARCH_CEILING = 2**62
 
 # Go's duration grammar without a sign, as oomdump.durations reads it.
 DURATION_PATTERN = f"^(0|({durations._PART.pattern})+)$"
@@ -54,18 +52,49 @@ REFUSED = {"bucket": ["^.{1,2}$", IPV4_PATTERN]}
 _NANOSECONDS = {unit: round(seconds * 1e9) for unit, seconds in durations._UNIT_SECONDS.items()}
 
 
+def _accepts(env: str, value: str) -> bool:
+    try:
+        BY_ENV[env].normalize(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _edges(accepted: Callable[[int], bool], inside: int, ceiling: int) -> tuple[int, int]:
+    """The lowest and highest integer `accepted` takes, given one it takes (`inside`) and
+    that it takes one unbroken range; found by bisection, so from the rule's behaviour
+    rather than from wherever its constants live."""
+    low, high = 0, inside  # accepted(high); find the first accepted above low
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if accepted(middle) else (middle, high)
+    first = high if not accepted(low) else low
+    low, high = inside, ceiling
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if accepted(middle) else (low, middle)
+    return first, low
+
+
 def _percent_range() -> tuple[int, int]:
     """The lowest and highest percent the registry's CRITICAL rule accepts."""
-    accepted = []
-    for number in range(0, 101):
-        try:
-            BY_ENV["CRITICAL"].normalize(str(number))
-        except ValueError:
-            continue
-        accepted.append(number)
-    if accepted != list(range(accepted[0], accepted[-1] + 1)):
+    low, high = _edges(lambda n: _accepts("CRITICAL", str(n)), 50, 1000)
+    if not all(_accepts("CRITICAL", str(n)) for n in range(low, high + 1)):
         raise ValueError("CRITICAL no longer accepts one range of integers; update the schema")
-    return accepted[0], accepted[-1]
+    return low, high
+
+
+def duration_range(value: str) -> tuple[int, int]:
+    """The shortest and longest duration, in nanoseconds, the rule of `value` accepts."""
+    env = VALUE_ENV[value]
+    example = BY_ENV[env].example
+    inside = round(durations.parse_duration(example) * 1e9)
+    return _edges(lambda n: _accepts(env, f"{n}ns"), inside, _SEARCH_CEILING)
+
+
+def _longest(env: str, inside: int) -> int:
+    """The most characters a value of `a`s may have under the rule of `env`."""
+    return _edges(lambda n: _accepts(env, "a" * n), inside, 100_000)[1]
 
 
 def _described(value: str, extra: dict[str, Any]) -> dict[str, Any]:
@@ -105,12 +134,13 @@ def schema() -> dict[str, Any]:
             "bucket",
             {
                 "type": "string",
-                "maxLength": 63,
+                "maxLength": _longest("BUCKET", 3),
                 "pattern": BUCKET_PATTERN,
             },
         ),
         "prefix": _described(
-            "prefix", {"type": "string", "maxLength": PREFIX_MAX, "pattern": PREFIX_PATTERN}
+            "prefix",
+            {"type": "string", "maxLength": _longest("S3_PREFIX", 1), "pattern": PREFIX_PATTERN},
         ),
         "endpoint": _described("endpoint", {"type": "string", "pattern": r"^$|^https?://\S+$"}),
         "region": _described("region", {"type": "string", "pattern": r"^[a-z0-9-]*$"}),
@@ -192,14 +222,15 @@ def schema() -> dict[str, Any]:
 def registry() -> dict[str, Any]:
     """What templates/_validate.tpl reads: the duration grammar and each duration's limits."""
     rules = {}
-    for value, (low, high) in DURATIONS.items():
+    for value in DURATIONS:
         entry = BY_ENV[VALUE_ENV[value]]
+        low, high = duration_range(value)
         rules[value] = {
             "env": entry.env,
             "annotation": entry.key,
             "allowed": entry.allowed,
-            "minNanoseconds": round(low * 1e9),
-            "maxNanoseconds": round(high * 1e9),
+            "minNanoseconds": low,
+            "maxNanoseconds": high,
         }
     refused = {}
     for value, patterns in REFUSED.items():

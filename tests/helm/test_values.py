@@ -134,6 +134,22 @@ def test_a_bad_value_is_refused_with_a_message_naming_it(
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("kube_version", "settings", "message"),
+    [
+        ("1.26.0", [], "oomdump needs Kubernetes >= 1.27; this cluster runs v1.26.0"),
+        ("1.28.0", ["sidecarMode=native"], "sidecarMode=native needs Kubernetes >= 1.29"),
+    ],
+)
+def test_a_too_old_cluster_is_refused(
+    helm_built, kube_version: str, settings: list[str], message: str
+) -> None:
+    with pytest.raises(HelmError) as refused:
+        template(settings, kube_version=kube_version)
+    assert message in str(refused.value)
+    template(settings, kube_version="1.29.0")  # the oldest that takes every variant
+
+
 def _documented_keys(lines: list[str]) -> dict[str, bool]:
     """{dotted key: whether a comment line stands right above it} for values.yaml."""
     found: dict[str, bool] = {}

@@ -18,6 +18,15 @@ from webhook/annotations.py), so the chart refuses what the webhook would refuse
 
 {{- define "oomdump.validate" -}}
 {{- $registry := include "oomdump.registry" . | fromJson -}}
+{{- $kube := .Capabilities.KubeVersion.Version -}}
+{{- if not (hasPrefix "v0.0.0" $kube) -}}
+{{- if not (semverCompare ">=1.27.0-0" $kube) -}}
+{{- fail (printf "oomdump needs Kubernetes >= 1.27; this cluster runs %s" $kube) -}}
+{{- end -}}
+{{- if and (eq .Values.sidecarMode "native") (not (semverCompare ">=1.29.0-0" $kube)) -}}
+{{- fail (printf "sidecarMode=native needs Kubernetes >= 1.29 (init containers with restartPolicy Always); this cluster runs %s: use sidecarMode=container" $kube) -}}
+{{- end -}}
+{{- end -}}
 {{- range $value, $rule := $registry.durations -}}
 {{- $text := index $.Values $value | toString -}}
 {{- $ns := include "oomdump.nanoseconds" (dict "text" $text) | float64 -}}
