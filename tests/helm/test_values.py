@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from testinfra import helm_schema
 from testinfra.helm import CHART, HelmError, template
+from testinfra.helm_values import documented, leaf_keys, markdown_table
 from webhook.annotations import BY_ENV
 from webhook.config import DefaultsError, parse_defaults
 
@@ -150,38 +151,31 @@ def test_a_too_old_cluster_is_refused(
     template(settings, kube_version="1.29.0")  # the oldest that takes every variant
 
 
-def _documented_keys(lines: list[str]) -> dict[str, bool]:
-    """{dotted key: whether a comment line stands right above it} for values.yaml."""
-    found: dict[str, bool] = {}
-    path: list[tuple[int, str]] = []
-    previous = ""
-    for line in lines:
-        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9_.-]*):", line)
-        if match:
-            indent = len(match.group(1))
-            path = [(i, k) for i, k in path if i < indent] + [(indent, match.group(2))]
-            found[".".join(k for _, k in path)] = previous.lstrip().startswith("#")
-        if line.strip():
-            previous = line
+def test_values_yaml_documents_every_value_the_schema_knows() -> None:
+    comments = documented()
+    known = leaf_keys()
+    # Free-form maps (resources, selectors, labels) are documented by their own key.
+    assert "webhook.resources" in known and "webhook.resources.requests" not in known
+    assert [key for key in known if not comments.get(key)] == []
+    assert set(known) == set(_values_leaves(VALUES, "", set(known)))
+
+
+def _values_leaves(values: dict, prefix: str, known: set[str]) -> list[str]:
+    """values.yaml's keys down to the schema's leaves (so none is missing from either)."""
+    found = []
+    for key, value in values.items():
+        dotted = prefix + key
+        if isinstance(value, dict) and dotted not in known:
+            found += _values_leaves(value, dotted + ".", known)
+        else:
+            found.append(dotted)
     return found
 
 
-def _schema_keys(node: dict, prefix: str = "") -> list[str]:
-    """Every value the schema knows; a section (image, webhook, ...: all its members
-    required) by its members, a free-form or optional-keyed map by itself."""
-    keys = []
-    for name, child in node.get("properties", {}).items():
-        if "required" in child:
-            keys += _schema_keys(child, f"{prefix}{name}.")
-        else:
-            keys.append(prefix + name)
-    return keys
-
-
-def test_values_yaml_documents_every_value_the_schema_knows() -> None:
-    documented = _documented_keys((CHART / "values.yaml").read_text().splitlines())
-    known = _schema_keys(SCHEMA)
-    assert [key for key in known if key not in documented] == []
-    # Free-form maps (resources, selectors, labels) are documented by their own key.
-    assert "webhook.resources" in known and "webhook.resources.requests" not in known
-    assert [key for key in known if not documented[key]] == []
+def test_the_values_table_lists_every_value_with_its_meaning() -> None:
+    rows = markdown_table().splitlines()[2:]
+    assert [row.split("`")[1] for row in rows] == leaf_keys()
+    for row in rows:
+        assert row.split(" | ")[-1].strip(" |"), row
+    critical = "| `critical` | `70` | CRITICAL: percent of the container's cgroup memory"
+    assert any(row.startswith(critical) for row in rows)
