@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 
 
-def wait_for(condition: Callable[[], object], what: str, timeout: float = 15.0) -> None:
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 20.0) -> None:
     """Poll `condition()` every 10 ms until it is true; AssertionError after `timeout` s."""
     deadline = time.monotonic() + timeout
     while not condition():

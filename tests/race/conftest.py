@@ -4,13 +4,13 @@ import io
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from sidecar import log
+from testinfra import waiting
 from testinfra.cgroups import MEMORY_ROOT, MemoryCgroup, remove_group, require_cgroup_v1
 from testinfra.gobuild import build_local
 
@@ -45,12 +45,8 @@ def group_path() -> Iterator[Path]:
 
 
 def wait_for(condition, deadline: float, what: str) -> None:
-    """Poll `condition()` until it holds; fail naming `what` after `deadline` seconds."""
-    end = time.monotonic() + deadline
-    while not condition():
-        if time.monotonic() > end:
-            pytest.fail(f"timed out after {deadline}s waiting for {what}")
-        time.sleep(0.01)
+    """testinfra.waiting.wait_for, in the argument order these tests read best."""
+    waiting.wait_for(condition, what, deadline)
 
 
 @pytest.fixture

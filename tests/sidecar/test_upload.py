@@ -19,6 +19,7 @@ from sidecar.config import ConfigError, load_config
 from sidecar.spool import Dump, Spool
 from sidecar.upload import Uploader
 from testinfra.minio import MinioServer, running_minio
+from testinfra.waiting import wait_for
 
 pytestmark = pytest.mark.s3
 REPO = Path(__file__).resolve().parents[2]
@@ -65,14 +66,6 @@ def spooled_dump(root: Path, pid: int = 42) -> Dump:
         pid=pid,
         port=8080,
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def object_body(server: MinioServer, bucket: str, key: str) -> bytes:

@@ -10,7 +10,6 @@ import shutil
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from sidecar import table as table_module
 from sidecar.procs import ProcessKey
 from sidecar.table import Watched
 from sidecar.watcher import Watcher
+from testinfra.waiting import wait_for
 from tests.sidecar.harness import make_watcher, saved_metadata
 from tests.sidecar.proctree import (
     PF_KTHREAD,
@@ -36,14 +36,6 @@ MiB = 1024 * 1024
 # The pods here are prepared trees (cgroup v2 memory files this kernel cannot produce).
 pytestmark = pytest.mark.usefixtures("prepared_cgroup_trees")
 APP = ProcessKey(7, 1000)
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def pod_tree(
