@@ -32,7 +32,7 @@ import yaml
 from oomdump.durations import parse_duration
 from testinfra.kubebuild import ETCD_VERSION, KUBERNETES_VERSION, etcd_binary, kube_apiserver_binary
 from testinfra.netutil import free_port
-from testinfra.pki import create_ca, write_service_account_key
+from testinfra.pki import CertificateAuthority, create_ca, write_service_account_key
 from testinfra.process import start_process, stop_process, wait_until
 
 READY_TIMEOUT = 90.0
@@ -52,6 +52,9 @@ class Cluster:
     apiserver_log: Path
     etcd_log: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Set by running_cluster(for_nodes=True): what a node's components need to join.
+    ca: CertificateAuthority | None = None
+    service_account_key: Path | None = None
 
     def api_client(self) -> Any:
         """A fresh `kubernetes.client.ApiClient` authenticated as the cluster admin."""
@@ -152,12 +155,32 @@ def _start_etcd(stack: ExitStack, workdir: Path, log: Path) -> int:
     return client_port
 
 
+def _node_args(ca: CertificateAuthority, pki: Path) -> list[str]:
+    """API server flags for a cluster with nodes (testinfra.node): the NodeRestriction
+    admission plugin, the API server's own client certificate for their logs and exec, and webhooks
+    called at their endpoints (there is no kube-proxy here to route a ClusterIP)."""
+    client = ca.issue(
+        pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+        organizations=("system:masters",),
+    )  # fmt: skip
+    return [
+        "--enable-admission-plugins=NodeRestriction",
+        "--enable-aggregator-routing=true",
+        f"--kubelet-client-certificate={client.cert_path}",
+        f"--kubelet-client-key={client.key_path}",
+        f"--kubelet-certificate-authority={ca.cert_path}",
+        "--kubelet-preferred-address-types=InternalIP",
+    ]
+
+
 @contextmanager
-def running_cluster(workdir: Path | None = None) -> Iterator[Cluster]:
+def running_cluster(workdir: Path | None = None, *, for_nodes: bool = False) -> Iterator[Cluster]:
     """etcd + kube-apiserver on free loopback ports, stopped and cleaned up on exit.
 
     With no `workdir`, a temporary folder holds data, certificates and logs and is removed
-    afterwards; a given `workdir` is kept (its logs help after a failure).
+    afterwards; a given `workdir` is kept (its logs help after a failure). `for_nodes`
+    prepares the API server for kubelets (see testinfra.node), which the cluster's `ca` and
+    `service_account_key` then let join.
     """
     with ExitStack() as stack:
         if workdir is None:
@@ -198,13 +221,16 @@ def running_cluster(workdir: Path | None = None) -> Iterator[Cluster]:
             f"--service-account-signing-key-file={sa_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
+            # Nodes' kubelets are authorized by the Node authorizer, everyone else by RBAC.
+            "--authorization-mode=Node,RBAC" if for_nodes else "--authorization-mode=RBAC",
             "--allow-privileged=true",
             # The `kubernetes` Service endpoint would point at loopback, which validation
             # refuses; nothing here needs it.
             "--endpoint-reconciler-type=none",
             "--profiling=false",
         ]
+        if for_nodes:
+            args += _node_args(ca, pki)
         process = start_process(args, apiserver_log, _server_env())
         stack.callback(stop_process, process)
 
@@ -220,6 +246,8 @@ def running_cluster(workdir: Path | None = None) -> Iterator[Cluster]:
             apiserver_log=apiserver_log,
             etcd_log=etcd_log,
             processes={"kube-apiserver": process},
+            ca=ca if for_nodes else None,
+            service_account_key=sa_key if for_nodes else None,
         )
         wait_until(
             lambda: cluster.get("/readyz")[0] == 200,
