@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from testinfra import apt
 from testinfra.gobuild import CACHE_ROOT, _locked
 from testinfra.process import start_process, stop_process
 
@@ -102,29 +103,15 @@ def _run(args: list[str], what: str, timeout: float = 600, cwd: Path | None = No
 
 
 def _missing_packages() -> list[str]:
-    missing = []
-    for package in APT_PACKAGES:
-        status = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status}", package],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if status.returncode != 0 or "install ok installed" not in status.stdout:
-            missing.append(package)
-    return missing
+    return apt.missing(APT_PACKAGES)
 
 
 def ensure_packages() -> None:
     """apt-get install the packages that are missing (apt-get update first, once)."""
-    missing = _missing_packages()
-    if not missing:
-        return
-    _run(["apt-get", "update", "-q"], "apt-get update")
-    _run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
-        f"installing {', '.join(missing)}",
-    )
+    try:
+        apt.ensure(APT_PACKAGES)
+    except apt.AptError as error:
+        raise VmSetupError(str(error)) from error
 
 
 def _apt_knows(package: str) -> bool:

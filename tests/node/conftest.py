@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from testinfra import apt
 from testinfra.cluster import Cluster, running_cluster
 from testinfra.gobuild import GoBuildError
 from testinfra.image import ImageBuildError, all_archives, tools_missing
@@ -28,6 +29,16 @@ from testinfra.node import Node, running_node
 from testinfra.node_containerd import ContainerdError
 
 NODE_TOOLS = ("containerd", "runc", "ctr", "iptables", "ip")
+# Installed when missing, so `make test` sets up a fresh machine.
+NODE_PACKAGES = (
+    "containerd",
+    "runc",
+    "iptables",
+    "iproute2",
+    "containernetworking-plugins",
+    "buildah",
+    "mmdebstrap",
+)
 
 _prepared: dict[str, Path] = {}
 _errors: list[str] = []
@@ -39,6 +50,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if session.config.option.collectonly:
         return
     if not any(item.get_closest_marker("node") for item in session.items):
+        return
+    try:
+        apt.ensure(NODE_PACKAGES)
+    except apt.AptError as error:
+        _errors.append(f"installing the node's Debian packages failed: {error}")
         return
     missing = [tool for tool in NODE_TOOLS if shutil.which(tool) is None] + tools_missing()
     if missing:
