@@ -10,8 +10,8 @@ Each watch is routed to the fastest signal its cgroup offers:
 DETECT_MODE=events routes v1 watches to events and the rest to the poll; =adaptive routes
 every watch to the adaptive poll; =auto routes v1 to events when it can and everything
 else to the adaptive poll (a v1 group whose cgroupfs is read-only, as under the
-least-privilege profile, is polled adaptively, not at the plain interval). The route of every watch, and why a watch fell back, is logged when
-it changes.
+least-privilege profile, is polled adaptively, not at the plain interval). The route of
+every watch, and why a watch fell back, is logged when it changes.
 
 The detector also says which watches the loop samples on each pass (`due`), so the samples
 go where they can matter: a poll watch every interval; an adaptive one when its plan says;
