@@ -360,7 +360,12 @@ def finish(run: Run, watcher: WatcherProcess, out: Lines, dump_dir: Path, log_fr
 
 def collect_dumps(run: Run, dump_dir: Path) -> None:
     for metadata_path in sorted(dump_dir.rglob(f"*-{run.pid}-*.json")):
-        metadata = json.loads(metadata_path.read_text())
+        if metadata_path.name.startswith(".tmp-"):
+            continue  # the watcher rewriting it (the culprit is added after the race)
+        try:
+            metadata = json.loads(metadata_path.read_text())
+        except FileNotFoundError:
+            continue
         if metadata.get("pid") != run.pid:
             continue
         profile = Path(str(metadata_path)[: -len(".json")] + ".pb.gz")
