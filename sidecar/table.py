@@ -27,6 +27,9 @@ NOT_WATCHED_RECHECK = 30.0
 # /proc/<pid>/cgroup: a process that is moved into its container's group just after it
 # starts (as a launcher does) is watched at once.
 YOUNG_DECISION = 2.0
+# Ports are looked for every WATCH_TIME this long after a process is first watched (and
+# while it listens on none); after that, every REFRESH_INTERVAL.
+YOUNG_PORTS = 30.0
 
 
 @dataclass
@@ -107,8 +110,9 @@ class ProcessTable:
 
     def look(self) -> bool:
         """The cheap look of every WATCH_TIME: True when the PIDs changed (a full refresh is
-        due); meanwhile new sockets of watched processes are found (PortFinder lists a
-        process's fds only when their count changed)."""
+        due); meanwhile the ports of young processes (watched for less than YOUNG_PORTS, or
+        listening on none yet) are looked for, which is when a service opens them; a
+        settled process's ports are looked at by the full refresh."""
         try:
             pids = procs.pid_names(self.config.proc_root)
         except OSError:
@@ -121,7 +125,8 @@ class ProcessTable:
                 return True
         self._ports.begin()
         for watched in list(self.watched.values()):
-            self._refresh_ports(watched)
+            if not watched.endpoints or now - watched.watched_at < YOUNG_PORTS:
+                self._refresh_ports(watched)
         return False
 
     def refresh(self) -> None:

@@ -471,9 +471,11 @@ def rss_mib(pid: int, field_name: str = "VmRSS") -> float:
 
 
 def overhead(
-    leaker: Path, mode: str, seconds: float, processes: int, pod_view: bool
+    leaker: Path, mode: str, seconds: float, processes: int, pod_view: bool, settle: float = 0.0
 ) -> dict[str, object]:
-    """CPU (% of one core) and RSS of the watcher watching idle leakers."""
+    """CPU (% of one core) and RSS of the watcher watching idle leakers, measured `settle`
+    seconds after they were all watched (a young process's ports are looked for every
+    WATCH_TIME for its first 30 s, an older one's every REFRESH_INTERVAL)."""
     with (
         tempfile.TemporaryDirectory(prefix="oomdump-bench-") as dump,
         tempfile.TemporaryDirectory(prefix="oomdump-bench-proc-") as proc,
@@ -494,6 +496,7 @@ def overhead(
         connected = sum(
             o.wait_for(lambda line: line.startswith("conn"), 15) is not None for o in outs
         )
+        time.sleep(settle)
         start_cpu, start = cpu_seconds(watcher.process.pid), time.monotonic()
         time.sleep(seconds)
         cpu = cpu_seconds(watcher.process.pid) - start_cpu
@@ -503,6 +506,7 @@ def overhead(
             "view": "pod" if pod_view else "host",
             "processes": processes,
             "connected": connected,
+            "settle": settle,
             "seconds": round(elapsed, 1),
             "cpu_percent_of_one_core": round(100 * cpu / elapsed, 2),
             "rss_mib": round(rss_mib(watcher.process.pid), 1),
@@ -519,6 +523,13 @@ def main() -> int:
     parser.add_argument("--shapes", default=",".join(SHAPES), help="comma list")
     parser.add_argument("--overhead-seconds", type=float, default=20.0)
     parser.add_argument("--overhead-modes", default="events,adaptive,poll-100ms")
+    parser.add_argument(
+        "--overhead-settle",
+        type=float,
+        default=35.0,
+        help="also measure this long after the processes were watched (their ports are "
+        "looked for every WATCH_TIME in their first 30 s)",
+    )
     parser.add_argument(
         "--view",
         choices=("pod", "host"),
@@ -574,13 +585,14 @@ def main() -> int:
             watcher.stop()
             shutil.rmtree(dump_dir, ignore_errors=True)
             shutil.rmtree(proc_dir, ignore_errors=True)
-    costs = [
-        overhead(leaker, mode, args.overhead_seconds, 20, pod_view=True)
-        for mode in args.overhead_modes.split(",")
-        if mode
-    ]
+    costs = []
+    for mode in [m for m in args.overhead_modes.split(",") if m]:
+        for settle in (0.0, args.overhead_settle):  # young processes, then settled ones
+            costs.append(overhead(leaker, mode, args.overhead_seconds, 20, True, settle))
     if args.overhead_seconds > 0 and "events" in args.overhead_modes.split(","):
-        costs.append(overhead(leaker, "events", args.overhead_seconds, 20, pod_view=False))
+        costs.append(
+            overhead(leaker, "events", args.overhead_seconds, 20, False, args.overhead_settle)
+        )
     print(
         f"\ncapture under a {LIMIT // MiB} MiB limit, CRITICAL={CRITICAL}%, {args.view} view, "
         f"{args.page_cache_mib} MiB page cache "
@@ -590,11 +602,15 @@ def main() -> int:
         sorted(rows, key=lambda r: (list(SHAPES).index(r["shape"]), modes.index(r["mode"])))
     )
     print("\nwatcher overhead, 20 idle processes, WATCH_TIME=100ms:\n")
-    print("| mode | PROC_ROOT view | connected | CPU % of one core | RSS MiB | peak RSS MiB |")
-    print("|---|---|---|---|---|---|")
+    print(
+        "| mode | PROC_ROOT view | measured from | connected | CPU % of one core "
+        "| RSS MiB | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for cost in costs:
         print(
-            f"| {cost['mode']} | {cost['view']} | {cost['connected']}/{cost['processes']} "
+            f"| {cost['mode']} | {cost['view']} | {cost['settle']:g} s after watched "
+            f"| {cost['connected']}/{cost['processes']} "
             f"| {cost['cpu_percent_of_one_core']} | {cost['rss_mib']} | {cost['peak_rss_mib']} |"
         )
     Path(args.out).write_text(
