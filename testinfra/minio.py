@@ -94,7 +94,9 @@ class MinioServer:
             raise
 
     def _live(self) -> bool:
-        url = f"{self.endpoint_url}/minio/health/live"
+        # `ready`, not `live`: live answers 200 before the server is initialized, when a
+        # request still gets XMinioServerNotInitialized.
+        url = f"{self.endpoint_url}/minio/health/ready"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return response.status == 200

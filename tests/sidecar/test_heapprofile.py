@@ -252,12 +252,18 @@ def test_the_demo_leak_is_named(go: str, demo_profiles: list[Path]) -> None:
 def test_shapes_are_named(shapes_profiles: list[Path]) -> None:
     heap = heapprofile.read(shapes_profiles[1].read_bytes())
     flat = {r.name: r.flat_bytes for r in heapprofile.top(heap, n=4)}
-    assert flat == {
+    expected = {
         "main.leakBig": 48 << 20,
         "main.leakSmall": 12 << 20,
         "main.leakDeep": 6 << 20,
         "main.inlinedAlloc": 3 << 20,
     }
+    assert flat.keys() == expected.keys()
+    for name, size in expected.items():
+        # `kept = append(kept, ...)` grows a small slice inside the leaking function too;
+        # whether its old backing arrays were collected before the profile varies by a
+        # few hundred bytes from run to run (seen: 12582912 and 12583024).
+        assert abs(flat[name] - size) <= 1024, (name, flat[name])
     cum = {r.name: r.cum_bytes for r in heapprofile.table(heap)}
     # The recursion is counted once per sample, and the inlined allocation's caller gets it.
     assert cum["main.recurse"] == 6 << 20
