@@ -23,7 +23,7 @@ env:
   AWS_REGION: ""
 envFrom:
   - secretRef: {name: oomdump-s3, optional: true}
-resources: {requests: {cpu: 10m, memory: 48Mi}, limits: {cpu: 200m, memory: 128Mi}}
+resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {cpu: 200m, memory: 128Mi}}
 privileged: true
 """
 
