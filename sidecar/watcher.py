@@ -197,6 +197,11 @@ class Watcher:
     def _capture(self, watched: Watched, trigger: Trigger) -> None:
         saved = 0
         failures: list[str] = []
+        # The name as of now: a process found within WATCH_TIME of its start may have been
+        # a launcher (`sh -c 'exec app'`) then; exec keeps pid and start time.
+        stat = procs.read_stat(self.config.proc_root, watched.process.pid)
+        if stat is not None and stat.starttime == watched.process.key.starttime:
+            watched.process = procs.Process(watched.process.key, stat.comm)
         try:
             saved = self._capture_profiles(watched, trigger, failures)
         except Exception as error:  # a capture bug must never end the watch

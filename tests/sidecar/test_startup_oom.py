@@ -137,3 +137,27 @@ def test_a_port_opened_later_is_known_at_the_next_look(tmp_path: Path) -> None:
         finally:
             app.kill()
             app.wait()
+
+
+def test_a_process_watched_before_its_exec_is_named_as_it_runs(
+    leak_binary: Path, tmp_path: Path
+) -> None:
+    """Found within WATCH_TIME of its start, a process may still be its launcher
+    (`sh -c '... exec app'`); exec keeps pid and start time, so the capture names what runs
+    then, not the launcher (REFRESH_INTERVAL=1m: not the full refresh's doing)."""
+    (tmp_path / "proc").mkdir()
+    view = PodView(tmp_path / "proc")
+    dumps = tmp_path / "dumps"
+    env = {"PROC_ROOT": view.proc_root, "DUMP_DIR": str(dumps), "REFRESH_INTERVAL": "1m"}
+    leak = f"{leak_binary} -port 0 -mode gradual -step {8 * MiB} -interval 50ms"
+    with memory_cgroup(256 * MiB) as group, WatcherProcess(env) as watcher:
+        app = group.spawn(["sh", "-c", f"read go && exec {leak}"], stdin=subprocess.PIPE, text=True)
+        view.add(app.pid)
+        watcher.log.wait_for_all("event=watching", f"pid={app.pid} ", "comm=sh")
+        assert app.stdin is not None
+        app.stdin.write("go\n")
+        app.stdin.flush()
+        assert app.wait(timeout=60) == -9
+        watcher.log.wait_for_all("event=dump-saved", f"pid={app.pid} ")
+    saved = dumps_of(dumps, app.pid)
+    assert saved and {m["comm"] for m in saved} == {"go-memory-leak"}
