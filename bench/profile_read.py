@@ -21,6 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from testinfra.protobuf import message, number, varint  # noqa: E402
+
 MEASURE = """
 import json, sys, time, tracemalloc
 def peak():
@@ -50,24 +52,6 @@ except (profile.NotAProfile, heapprofile.ProfileError):
 py_peak = tracemalloc.get_traced_memory()[1]
 print(json.dumps({"seconds": min(times), "rss_kib": grown, "py_peak": py_peak, "outcome": outcome}))
 """
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def message(field: int, payload: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
-
-
-def number(field: int, value: int) -> bytes:
-    return varint(field << 3) + varint(value)
 
 
 def synthetic(samples: int, depth: int, locations: int, functions: int) -> bytes:

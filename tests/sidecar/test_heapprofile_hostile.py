@@ -10,26 +10,9 @@ import pytest
 
 from sidecar import heapprofile
 from sidecar.heapprofile import Limits, ProfileError
+from testinfra.protobuf import message, number, varint
 
 MIB = 1024 * 1024
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
-
-
-def number(field: int, value: int) -> bytes:
-    return varint(field << 3) + varint(value)
-
-
-def message(field: int, payload: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(payload)) + payload
 
 
 def packed(field: int, values: list[int]) -> bytes:

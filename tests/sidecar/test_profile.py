@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from sidecar import profile
+from testinfra.protobuf import varint
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1024 * 1024
@@ -41,16 +42,6 @@ MEASURE = textwrap.dedent(
     print(reason, after - before)
     """
 )
-
-
-def varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        if not value:
-            out.append(byte)
-            return bytes(out)
-        out.append(byte | 0x80)
 
 
 def gzip_stream(pieces: list[bytes], repeat: int = 1) -> bytes:
