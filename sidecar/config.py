@@ -1,4 +1,5 @@
-"""The watcher's environment contract (DESIGN.md), read and checked once at start."""
+"""The watcher's environment contract (DESIGN.md), read and checked once at start: the
+variables, defaults and rules are oomdump.watcher_env's; this module types them."""
 
 import os
 import socket
@@ -7,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from oomdump import contract
-from oomdump.durations import parse_duration
+from oomdump import watcher_env
 
 MemoryMetric = Literal["working_set", "usage"]
-DETECT_MODES = ("auto", "events", "adaptive", "poll")
+DETECT_MODES = watcher_env.DETECT_MODES
 
 
 class ConfigError(ValueError):
@@ -57,116 +57,27 @@ class Config:
     notify_ca: str | None
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer; allowed: {low}-{high}") from None
-    if not low <= value <= high:
-        raise ConfigError(f"{name}={value} is out of range; allowed: {low}-{high}")
-    return value
-
-
-def _duration(env: Mapping[str, str], name: str, default: str, minimum: float) -> float:
-    raw = env.get(name, "").strip() or default
-    try:
-        value = parse_duration(raw)
-    except ValueError as error:
-        raise ConfigError(f"{name}: {error}") from None
-    if value < minimum:
-        raise ConfigError(
-            f"{name}={raw!r} is too short; allowed: a Go-style duration >= {minimum * 1000:g}ms"
-        )
-    return value
-
-
-def _pod_variable(env: Mapping[str, str], name: str) -> str:
-    """A variable a pod may override, checked as the webhook checks it (oomdump.contract);
-    '' when unset and without a default."""
-    variable = contract.BY_NAME[name]
-    raw = env.get(name, "").strip()
-    if not raw:
-        return variable.default or ""
-    try:
-        return variable.normalize(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not allowed; allowed: {variable.allowed}") from None
-
-
-def _ports(normalized: str) -> tuple[int, ...] | None:
-    return tuple(int(port) for port in normalized.split(",")) if normalized else None
-
-
-def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = env.get(name, "").strip() or default
-    if value not in allowed:
-        raise ConfigError(f"{name}={value!r} is not allowed; allowed: {', '.join(allowed)}")
-    return value
-
-
-def _bool(env: Mapping[str, str], name: str) -> bool:
-    value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "off", "no"):
-        return False
-    if value in ("1", "true", "on", "yes"):
-        return True
-    raise ConfigError(f"{name}={value!r} is not a boolean; allowed: true/false, on/off, 1/0")
-
-
-def _https_url(env: Mapping[str, str], name: str) -> str | None:
-    value = env.get(name, "").strip()
-    if value and not (value.startswith("https://") and len(value) > len("https://")):
-        raise ConfigError(f"{name}={value!r} is not allowed; allowed: an https:// URL, or unset")
-    return value or None
+# The Config field each watcher variable fills: its name in lower case, except these.
+_FIELD_OF = {"CRITICAL": "critical_percent"}
+# Outside Kubernetes (no downward API) the host stands in for the pod and the node.
+_HOST_NAMED = ("pod_name", "node_name")
 
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
-    """The Config for `env` (default: os.environ); ConfigError on the first bad value."""
+    """The Config for `env` (default: os.environ), walking the watcher's registry
+    (oomdump.watcher_env); ConfigError on the first bad value."""
     env = os.environ if env is None else env
-    host = socket.gethostname()
-    metrics_port = _int(env, "METRICS_PORT", 0, 1, 65535) if env.get("METRICS_PORT") else None
-    backoff_min = _duration(env, "UPLOAD_BACKOFF_MIN", "1s", 0.01)
-    backoff_max = _duration(env, "UPLOAD_BACKOFF_MAX", "60s", 0.01)
-    if backoff_max < backoff_min:
+    try:
+        values = watcher_env.read(env)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    fields = {_FIELD_OF.get(name, name.lower()): value for name, value in values.items()}
+    if fields["upload_backoff_max"] < fields["upload_backoff_min"]:
         raise ConfigError(
             f"UPLOAD_BACKOFF_MAX={env.get('UPLOAD_BACKOFF_MAX', '').strip()!r} is below "
-            f"UPLOAD_BACKOFF_MIN ({backoff_min:g}s); allowed: a Go-style duration >= it"
+            f"UPLOAD_BACKOFF_MIN ({fields['upload_backoff_min']:g}s); allowed: a Go-style"
+            " duration >= it"
         )
-    pprof_path = env.get("PPROF_PATH", "").strip() or "/debug/pprof/heap"
-    if not pprof_path.startswith("/"):
-        raise ConfigError(f"PPROF_PATH={pprof_path!r} must start with '/'")
-    return Config(
-        critical_percent=int(_pod_variable(env, "CRITICAL")),
-        cooldown=parse_duration(_pod_variable(env, "COOLDOWN")),
-        watch_time=parse_duration(_pod_variable(env, "WATCH_TIME")),
-        bucket=_pod_variable(env, "BUCKET") or None,
-        s3_prefix=_pod_variable(env, "S3_PREFIX"),
-        s3_endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
-        dump_dir=Path(env.get("DUMP_DIR", "").strip() or "/tmp/oomdump"),
-        pprof_path=pprof_path,
-        pprof_ports=_ports(_pod_variable(env, "PPROF_PORTS")),
-        memory_metric=_choice(env, "MEMORY_METRIC", "working_set", ("working_set", "usage")),  # type: ignore[arg-type]
-        pod_name=env.get("POD_NAME", "").strip() or host,
-        pod_namespace=env.get("POD_NAMESPACE", "").strip() or "local",
-        node_name=env.get("NODE_NAME", "").strip() or host,
-        proc_root=Path(env.get("PROC_ROOT", "").strip() or "/proc"),
-        metrics_port=metrics_port,
-        detect_mode=_choice(env, "DETECT_MODE", "auto", DETECT_MODES),
-        emergency_brake=_bool(env, "EMERGENCY_BRAKE"),
-        spool_max_files=_int(env, "SPOOL_MAX_FILES", 200, 1, 1_000_000),
-        spool_max_bytes=_int(env, "SPOOL_MAX_BYTES", 512 * 1024 * 1024, 1024, 2**50),
-        fetch_timeout=_duration(env, "FETCH_TIMEOUT", "5s", 0.01),
-        pprof_max_bytes=_int(env, "PPROF_MAX_BYTES", 64 * 1024 * 1024, 1024, 2**40),
-        shutdown_grace=_duration(env, "SHUTDOWN_GRACE", "10s", 0.0),
-        refresh_interval=_duration(env, "REFRESH_INTERVAL", "2s", 0.1),
-        upload_backoff_min=backoff_min,
-        upload_backoff_max=backoff_max,
-        notify_url=_https_url(env, "NOTIFY_URL"),
-        notify_token_file=Path(
-            env.get("NOTIFY_TOKEN_FILE", "").strip() or "/var/run/secrets/oomdump/token"
-        ),
-        notify_ca=env.get("NOTIFY_CA", "").strip() or None,
-    )
+    for name in _HOST_NAMED:
+        fields[name] = fields[name] or socket.gethostname()
+    return Config(**fields)
