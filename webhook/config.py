@@ -2,7 +2,8 @@
 
 The defaults come from built-in values overlaid by an optional YAML file (the
 `oomdump-sidecar-defaults` ConfigMap, key `defaults.yaml`), validated here so that a bad
-file is refused with a message instead of producing pods the watcher cannot run in.
+file is refused with a message instead of producing pods the watcher cannot run in: each
+`env` variable the watcher knows is checked with its own rule (oomdump.watcher_env).
 """
 
 import copy
@@ -12,8 +13,7 @@ from typing import Any, Literal
 
 import yaml
 
-from oomdump import __version__, contract
-from webhook.annotations import BY_ENV
+from oomdump import __version__, contract, watcher_env
 
 SidecarMode = Literal["container", "native"]
 SIDECAR_MODES: tuple[SidecarMode, ...] = ("container", "native")
@@ -127,17 +127,16 @@ def parse_defaults(text: str, source: str) -> SidecarDefaults:
     )
 
 
-# Under least-privilege the cgroupfs is read-only: no eventfd threshold can be armed and
-# no limit raised, so asking for either is refused rather than silently not done.
-_NEEDS_WRITABLE_CGROUPFS = {
-    "DETECT_MODE": ({"events"}, "DETECT_MODE=events"),
-    "EMERGENCY_BRAKE": ({"1", "true", "on", "yes"}, "EMERGENCY_BRAKE"),
-}
-
-
 def _check_unprivileged_env(env: dict[str, str], source: str) -> None:
-    for name, (refused, what) in _NEEDS_WRITABLE_CGROUPFS.items():
-        if env.get(name, "").strip().lower() in refused:
+    """Under least-privilege the cgroupfs is read-only: no eventfd threshold can be armed
+    and no limit raised, so asking for either is refused rather than silently not done.
+    The values are read as the watcher reads them (they passed its rules already)."""
+    needs_writable = (
+        ("DETECT_MODE=events", watcher_env.BY_NAME["DETECT_MODE"].read(env) == "events"),
+        ("EMERGENCY_BRAKE", watcher_env.BY_NAME["EMERGENCY_BRAKE"].read(env) is True),
+    )
+    for what, asked in needs_writable:
+        if asked:
             raise DefaultsError(
                 f"{source}: {what} needs a writable cgroupfs, which privilegeProfile"
                 " least-privilege does not give; use privilegeProfile: privileged"
@@ -174,15 +173,28 @@ def _parse_env(env: Any, source: str) -> dict[str, str]:
             raise DefaultsError(f"{source}: env.{name} is set by the webhook itself")
         if isinstance(raw, bool) or not isinstance(raw, str | int | float):
             raise DefaultsError(f"{source}: env.{name} must be a string, not {raw!r}")
-        value = str(raw)
-        entry = BY_ENV.get(name)
-        if entry is not None and value != "":
-            try:
-                value = entry.normalize(value)
-            except ValueError:
-                raise DefaultsError(f"{source}: env.{name}={value!r}: {entry.allowed}") from None
-        parsed[name] = value
+        parsed[name] = _checked_value(name, str(raw), source)
     return parsed
+
+
+def _checked_value(name: str, value: str, source: str) -> str:
+    """The text injected for `env.name`, once the watcher's own rule accepts it.
+
+    A variable a pod may override is normalized as its annotation would be (the same check);
+    any other the watcher reads is parsed as the watcher parses it at start and injected as
+    written. An empty value is not injected, so it is not checked; a name the registry does
+    not know (another program's variable, such as a proxy setting) is injected unchecked.
+    """
+    variable = watcher_env.BY_NAME.get(name)
+    if variable is None or value == "":
+        return value
+    try:
+        if variable.pod_override:
+            return variable.normalize(value)
+        variable.read({name: value})
+    except ValueError:
+        raise DefaultsError(f"{source}: env.{name}={value!r}: {variable.allowed}") from None
+    return value
 
 
 def load_defaults(path: Path | None) -> SidecarDefaults:
