@@ -5,7 +5,10 @@ files (testinfra/helm_schema.py), then writes every file of deploy/base from `he
 of the chart's defaults with BASE_VALUES: one file per chart template, the defaults
 ConfigMap as `defaults.yaml` (operators edit it, kustomize generates the ConfigMap), and a
 kustomization.yaml whose `images` entry keeps `kustomize edit set image` working.
-tests/helm/test_one_source.py fails when deploy/base differs from what this writes.
+It also writes deploy/monitoring: the chart's PrometheusRule and ServiceMonitor rendered
+with MONITORING_VALUES, and the same rules as a plain Prometheus rule file.
+tests/helm/test_one_source.py fails when deploy/base differs from what this writes,
+tests/helm/monitoring when deploy/monitoring does.
 """
 
 import argparse
@@ -19,6 +22,7 @@ from testinfra import helm_schema
 from testinfra.helm import CHART, template_text
 
 BASE = CHART.parents[1] / "base"
+MONITORING = CHART.parents[1] / "monitoring"
 NAMESPACE = "oomdump-system"
 # How deploy/base differs from `helm install` with the defaults, and why.
 BASE_VALUES = (
@@ -41,9 +45,22 @@ FILE_ORDER = (
     "mutatingwebhookconfiguration.yaml",
 )
 DEFAULTS_TEMPLATE = "configmap.yaml"
+# deploy/monitoring: the Prometheus Operator objects, rendered as where their CRDs exist.
+MONITORING_VALUES = (
+    "metrics.serviceMonitor.enabled=true",
+    "metrics.prometheusRule.enabled=true",
+    "releaseLabels=false",
+)
+MONITORING_APIS = (
+    "monitoring.coreos.com/v1/ServiceMonitor",
+    "monitoring.coreos.com/v1/PrometheusRule",
+)
+MONITORING_TEMPLATES = ("prometheusrule.yaml", "servicemonitor.yaml")
+RULE_FILE = "oomdump-rules.yaml"
+# Written by hand (the chart has no plain Prometheus config); kept by `write`.
+MONITORING_HAND_WRITTEN = ("prometheus-scrape.yaml",)
 HEADER = (
-    "# Generated from deploy/helm/oomdump by `make render-base`: edit the chart, not this"
-    " file.\n"
+    "# Generated from deploy/helm/oomdump by `make render-base`: edit the chart, not this file.\n"
 )
 _SOURCE = re.compile(r"^---\n# Source: oomdump/templates/([^\n]+)\n", re.MULTILINE)
 
@@ -86,6 +103,39 @@ replacements:
 """
 
 
+_MONITORING_KUSTOMIZATION = """\
+# Generated from deploy/helm/oomdump by `make render-base`: edit the chart, not these
+# files. They are `helm template` of the chart with
+{values}
+{apis}
+# Needs the Prometheus Operator's CRDs: `kubectl apply -k deploy/monitoring`.
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+{resources}
+"""
+
+_RULE_FILE_HEADER = """\
+# Generated from deploy/helm/oomdump by `make render-base`: edit the chart, not this
+# file. The rules of deploy/monitoring/prometheusrule.yaml for a Prometheus without the
+# Operator: list this file in prometheus.yml's rule_files, and scrape the watchers and
+# the webhook as prometheus-scrape.yaml does (the alerts group by its namespace and pod
+# labels). `promtool check rules oomdump-rules.yaml` checks it.
+"""
+
+
+class _RuleFileDumper(yaml.SafeDumper):
+    """Multi-line strings (the expressions) as literal blocks, as the chart writes them."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in text else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=style)
+
+
+_RuleFileDumper.add_representer(str, _represent_text)
+
+
 def split_by_template(text: str) -> dict[str, str]:
     """`helm template` output as {template file name: its documents}, in output order."""
     parts = _SOURCE.split(text)
@@ -124,10 +174,38 @@ def base_files() -> dict[str, str]:
     return files
 
 
-def differences(folder: Path = BASE) -> list[str]:
-    """Files of `folder` that differ from what render-base writes, missing or extra."""
-    expected = base_files()
-    present = {p.name for p in folder.iterdir() if p.is_file()}
+def monitoring_files() -> dict[str, str]:
+    """Every generated file of deploy/monitoring, as {name: text}."""
+    text = template_text(MONITORING_VALUES, MONITORING_APIS, namespace=NAMESPACE)
+    rendered = split_by_template(text)
+    missing = [name for name in MONITORING_TEMPLATES if name not in rendered]
+    if missing:
+        raise RuntimeError(f"the chart rendered no {', '.join(missing)} with metrics on")
+    files = {name: HEADER + rendered[name] for name in MONITORING_TEMPLATES}
+    rule = yaml.safe_load(rendered["prometheusrule.yaml"])
+    groups = yaml.dump(
+        {"groups": rule["spec"]["groups"]},
+        Dumper=_RuleFileDumper,
+        sort_keys=False,
+        width=1000,  # one line per annotation: no break inside a {{ }} action
+        allow_unicode=True,
+    )
+    files[RULE_FILE] = _RULE_FILE_HEADER + groups
+    files["kustomization.yaml"] = _MONITORING_KUSTOMIZATION.format(
+        values="\n".join(f"#   --set {value}" for value in MONITORING_VALUES),
+        apis="\n".join(f"#   --api-versions {api}" for api in MONITORING_APIS),
+        resources="\n".join(f"  - {name}" for name in MONITORING_TEMPLATES),
+    )
+    return files
+
+
+def differences(
+    folder: Path = BASE, expected: dict[str, str] | None = None, kept: tuple[str, ...] = ()
+) -> list[str]:
+    """Files of `folder` that differ from `expected` (what render-base writes into
+    deploy/base when None), missing or extra; `kept` names files written by hand."""
+    expected = base_files() if expected is None else expected
+    present = {p.name for p in folder.iterdir() if p.is_file()} - set(kept)
     found = [f"{name}: missing" for name in sorted(set(expected) - present)]
     found += [f"{name}: not rendered from the chart" for name in sorted(present - set(expected))]
     for name in sorted(set(expected) & present):
@@ -136,12 +214,19 @@ def differences(folder: Path = BASE) -> list[str]:
     return found
 
 
-def write(folder: Path = BASE) -> None:
-    """Replace every file of `folder` with what the chart renders."""
-    expected = base_files()
+def monitoring_differences(folder: Path = MONITORING) -> list[str]:
+    """Files of deploy/monitoring (or `folder`) that differ from what render-base writes."""
+    return differences(folder, monitoring_files(), MONITORING_HAND_WRITTEN)
+
+
+def write(
+    folder: Path = BASE, expected: dict[str, str] | None = None, kept: tuple[str, ...] = ()
+) -> None:
+    """Replace every file of `folder` but `kept` with `expected` (deploy/base when None)."""
+    expected = base_files() if expected is None else expected
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.iterdir():
-        if stale.is_file() and stale.name not in expected:
+        if stale.is_file() and stale.name not in expected and stale.name not in kept:
             stale.unlink()
     for name, text in expected.items():
         (folder / name).write_text(text)
@@ -153,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         stale = [f"{p}: differs" for p in helm_schema.stale()] + differences()
+        stale += [f"monitoring/{line}" for line in monitoring_differences()]
         for line in stale:
             print(line, file=sys.stderr)
         return 1 if stale else 0
@@ -160,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path}")
     write()
     print(f"wrote {BASE}")
+    write(MONITORING, monitoring_files(), MONITORING_HAND_WRITTEN)
+    print(f"wrote {MONITORING}")
     return 0
 
 
