@@ -286,11 +286,25 @@ BY_NAME: Mapping[str, Variable[Any]] = {variable.name: variable for variable in 
 
 
 def read(env: Mapping[str, str]) -> dict[str, Any]:
-    """Each variable the watcher itself reads, by name, walking VARIABLES in order;
-    ValueError (naming the variable and what is allowed) on the first bad one."""
-    return {
+    """Each variable the watcher itself reads, by name, walking VARIABLES in order, then the
+    rules between variables; ValueError (naming the variable and what is allowed) on the
+    first bad one."""
+    values = {
         variable.name: variable.read(env) for variable in VARIABLES if variable.read_by == "watcher"
     }
+    _check_together(env, values)
+    return values
+
+
+def _check_together(env: Mapping[str, str], values: Mapping[str, Any]) -> None:
+    """Rules no single variable can check: one dump's retry delays grow from the minimum to
+    the maximum, so the maximum may not be below the minimum."""
+    low, high = values["UPLOAD_BACKOFF_MIN"], values["UPLOAD_BACKOFF_MAX"]
+    if high < low:
+        raise ValueError(
+            f"UPLOAD_BACKOFF_MAX={env.get('UPLOAD_BACKOFF_MAX', '').strip()!r} is below "
+            f"UPLOAD_BACKOFF_MIN ({low:g}s); allowed: a Go-style duration >= it"
+        )
 
 
 def markdown_table() -> str:

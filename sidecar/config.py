@@ -72,12 +72,6 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     fields = {_FIELD_OF.get(name, name.lower()): value for name, value in values.items()}
-    if fields["upload_backoff_max"] < fields["upload_backoff_min"]:
-        raise ConfigError(
-            f"UPLOAD_BACKOFF_MAX={env.get('UPLOAD_BACKOFF_MAX', '').strip()!r} is below "
-            f"UPLOAD_BACKOFF_MIN ({fields['upload_backoff_min']:g}s); allowed: a Go-style"
-            " duration >= it"
-        )
     for name in _HOST_NAMED:
         fields[name] = fields[name] or socket.gethostname()
     return Config(**fields)

@@ -116,6 +116,10 @@ def parse_defaults(text: str, source: str) -> SidecarDefaults:
     resources = document.get("resources", BUILTIN_RESOURCES)
     if not isinstance(resources, dict) or not set(resources) <= {"requests", "limits"}:
         raise DefaultsError(f"{source}: resources must be a mapping of requests/limits")
+    try:
+        watcher_env.read(env)  # the rules between variables (each alone is checked above)
+    except ValueError as error:
+        raise DefaultsError(f"{source}: env: {error}") from None
     profile = _parse_profile(document, source)
     if profile == "least-privilege":
         _check_unprivileged_env(env, source)
