@@ -7,10 +7,8 @@ code, checks and docs cannot disagree. A new variable is one more entry below (a
 sidecar.config.Config field it fills, named as the variable in lower case).
 """
 
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
 from oomdump import env_rules as rules
@@ -317,35 +315,3 @@ def markdown_table() -> str:
             f" | {variable.meaning} |"
         )
     return "\n".join(rows) + "\n"
-
-
-BEGIN = (
-    "<!-- watcher-env:begin (generated from oomdump/watcher_env.py;"
-    " tests fail when this drifts) -->"
-)
-END = "<!-- watcher-env:end -->"
-
-
-def readme_block(text: str) -> str:
-    """What lies between the markers in README text; ValueError when they are missing."""
-    begin = text.index(BEGIN) + len(BEGIN) + 1
-    return text[begin : text.index(END, begin)]
-
-
-def write_readme(path: Path) -> bool:
-    """Put the generated table between the markers of `path`; whether anything changed."""
-    text = path.read_text(encoding="utf-8")
-    old = readme_block(text)
-    if old == markdown_table():
-        return False
-    start = text.index(BEGIN) + len(BEGIN) + 1
-    path.write_text(text[:start] + markdown_table() + text[start + len(old) :], encoding="utf-8")
-    return True
-
-
-if __name__ == "__main__":
-    # `python -m oomdump.watcher_env` prints the table; `... README.md` rewrites its block.
-    if len(sys.argv) > 1:
-        print("updated" if write_readme(Path(sys.argv[1])) else "up to date")
-    else:
-        sys.stdout.write(markdown_table())

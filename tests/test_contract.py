@@ -1,9 +1,8 @@
 """The one registry of the watcher's variables (oomdump.watcher_env): the watcher's Config,
-the webhook's pod overrides and the README's watcher table all come from it."""
+the webhook's pod overrides and the README's watcher table (tests/test_readme_tables.py)
+all come from it."""
 
 import dataclasses
-import subprocess
-import sys
 import types
 import typing
 from pathlib import Path
@@ -16,41 +15,7 @@ from webhook.annotations import BY_ENV
 from webhook.config import BUILTIN_ENV, RESERVED_ENV
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
-REGENERATE = ".venv/bin/python -m oomdump.watcher_env README.md"
 WATCHED = [variable for variable in watcher_env.VARIABLES if variable.read_by == "watcher"]
-
-
-def test_readme_watcher_table_matches_the_registry() -> None:
-    block = watcher_env.readme_block(README.read_text(encoding="utf-8"))
-    assert block == watcher_env.markdown_table(), (
-        "README.md's watcher table drifted from oomdump/watcher_env.py; regenerate it with "
-        f"`{REGENERATE}`"
-    )
-
-
-def test_write_readme_replaces_only_the_generated_block(tmp_path: Path) -> None:
-    readme = tmp_path / "README.md"
-    before = "# Title\n\ntext above\n\n"
-    after = "\ntext below\n"
-    stale = f"{watcher_env.BEGIN}\n| old | table |\n{watcher_env.END}\n"
-    readme.write_text(before + stale + after, encoding="utf-8")
-    assert watcher_env.write_readme(readme) is True
-    expected = f"{before}{watcher_env.BEGIN}\n{watcher_env.markdown_table()}{watcher_env.END}\n"
-    assert readme.read_text(encoding="utf-8") == expected + after
-    assert watcher_env.write_readme(readme) is False  # already current: left alone
-
-
-def test_the_module_prints_the_table() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "oomdump.watcher_env"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-        cwd=REPO,
-    )
-    assert result.stdout == watcher_env.markdown_table()
 
 
 def test_every_cell_stays_in_its_column() -> None:

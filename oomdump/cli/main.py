@@ -11,6 +11,7 @@ from oomdump import __version__
 from oomdump.cli import analysis, fetching, listing
 from oomdump.cli.errors import INTERRUPTED, OK, USAGE, CliError
 from oomdump.cli.parser import build
+from oomdump.cli.podspool import PodSpoolStore, parse_reference
 from oomdump.cli.resolve import resolve
 from oomdump.cli.stores import LocalStore, S3Store, Store
 
@@ -22,8 +23,11 @@ def _prog() -> str:
 
 def _store(args: argparse.Namespace) -> Store | None:
     bucket, prefix = args.bucket, args.prefix
-    if bucket and args.dir:
-        raise CliError(USAGE, "give --bucket or --dir, not both")
+    if sum(1 for where in (bucket, args.dir, args.in_pod) if where) > 1:
+        raise CliError(USAGE, "give one of --bucket, --dir or --in-pod")
+    if args.in_pod:
+        namespace, pod = parse_reference(args.in_pod)
+        return PodSpoolStore(namespace, pod, args.kubeconfig, args.context)
     if bucket and bucket.startswith("s3://"):
         bucket, _, in_url = bucket.removeprefix("s3://").partition("/")
         if in_url and prefix is not None and prefix != in_url:
@@ -41,15 +45,20 @@ def _store(args: argparse.Namespace) -> Store | None:
 
 def _need(store: Store | None) -> Store:
     if store is None:
-        raise CliError(USAGE, "where are the dumps? give --bucket NAME or --dir PATH")
+        raise CliError(
+            USAGE, "where are the dumps? give --bucket NAME, --dir PATH or --in-pod NAMESPACE/POD"
+        )
     return store
 
 
 def _list(args: argparse.Namespace, store: Store | None) -> None:
-    where = _need(store)
     if args.pod_name and args.pod and args.pod_name != args.pod:
         raise CliError(USAGE, f"POD {args.pod_name!r} and --pod {args.pod!r} differ")
     pod = args.pod_name or args.pod
+    if store is None and pod and args.namespace:
+        # No bucket: the dumps are in that pod's spool.
+        store = PodSpoolStore(args.namespace, pod, args.kubeconfig, args.context)
+    where = _need(store)
     since = timedelta(seconds=args.since) if args.since is not None else None
     under = listing.narrowing(where, args.namespace, pod, exact_prefix=args.prefix is not None)
     records, total = listing.collect(where, under, args.namespace, pod, since, args.limit)

@@ -62,6 +62,15 @@ def _where() -> argparse.ArgumentParser:
     group.add_argument(
         "--dir", default=_env("OOMDUMP_DIR"), help="a local DUMP_DIR folder [OOMDUMP_DIR]"
     )
+    group.add_argument(
+        "--in-pod",
+        metavar="NAMESPACE/POD",
+        default=None,
+        help="a pod's spool, read through the Kubernetes API (exec into its oomdump-sidecar "
+        "container; needs pods/exec); `list -n NS POD` with no --bucket or --dir does this",
+    )
+    group.add_argument("--kubeconfig", default=None, help="for --in-pod [KUBECONFIG]")
+    group.add_argument("--context", default=None, help="for --in-pod: the kubeconfig context")
     return parent
 
 

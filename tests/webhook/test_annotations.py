@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from webhook.annotations import BY_KEY, REGISTRY, InvalidAnnotation, env_overrides, markdown_table
+from webhook.annotations import BY_KEY, REGISTRY, InvalidAnnotation, env_overrides
 from webhook.config import DefaultsError, parse_defaults
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -129,17 +129,6 @@ def test_every_env_annotation_is_unique_and_namespaced() -> None:
     assert all(key.startswith("oomdump.io/") for key in keys)
     for entry in REGISTRY:  # each documented example is itself valid
         entry.validate(entry.example)
-
-
-def test_readme_annotation_table_matches_the_registry() -> None:
-    text = README.read_text(encoding="utf-8")
-    begin = text.index("<!-- annotations:begin")
-    body_start = text.index("\n", begin) + 1
-    end = text.index("<!-- annotations:end -->")
-    assert text[body_start:end] == markdown_table(), (
-        "README.md's annotation table drifted from webhook/annotations.py; regenerate it with "
-        "`python -c 'from webhook.annotations import markdown_table; print(markdown_table())'`"
-    )
 
 
 @settings(max_examples=500, deadline=None)
