@@ -1,7 +1,6 @@
 """The annotation registry: bounds, normalization, refusal messages and the README table."""
 
 import posixpath
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -9,8 +8,6 @@ from hypothesis import strategies as st
 
 from webhook.annotations import BY_KEY, REGISTRY, InvalidAnnotation, env_overrides
 from webhook.config import DefaultsError, parse_defaults
-
-README = Path(__file__).resolve().parents[2] / "README.md"
 
 ACCEPTED = [
     ("oomdump.io/critical", "1", "1"),
