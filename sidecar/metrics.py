@@ -4,13 +4,17 @@ when METRICS_PORT is set).
 Whoever reaches the port is not trusted to behave: a request head is read up to 8 KiB and
 for 5 s at most, and at most four scrapes are answered at once (more are closed at once),
 so a client that connects and sends nothing holds one thread for 5 s and no more.
+
+`oomdump_last_capture_top_bytes{comm,function}` names the leak: see `Culprits`.
 """
 
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from typing import Any
 
 from sidecar import prom
 
@@ -18,6 +22,45 @@ MAX_REQUEST_HEAD = 8 * 1024
 REQUEST_SECONDS = 5.0
 MAX_SCRAPES = 4
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# The culprit gauge's bounds: series (one per process name), and bytes of each label. Go
+# function names run to some 200 bytes with generics; the kernel cuts a comm at 15.
+MAX_CULPRITS = 16
+MAX_FUNCTION_BYTES = 256
+MAX_COMM_BYTES = 64
+
+
+class Culprits:
+    """The function holding the most in-use bytes (flat, `inuse_space`) in the latest capture
+    of each process name, as `oomdump_last_capture_top_bytes{comm,function}` = those bytes.
+
+    One series per comm: a capture replaces its name's series, and one whose profile could
+    not be read (or named nothing) removes it, so the series is always the latest capture's.
+    A series outlives its process: the kernel's kill usually follows the capture within a
+    second, before any scrape, and the restarted container's process (same comm) replaces
+    it. At most MAX_CULPRITS series: a new name past that drops the least recently captured.
+    The function name is the app's to choose, so both labels go through
+    `prom.bounded_label` (the exposition's escaping does the rest)."""
+
+    def __init__(self, gauge: prom.Gauge) -> None:
+        self._gauge = gauge
+        self._functions: OrderedDict[str, str] = OrderedDict()  # comm -> function, oldest first
+        self._lock = threading.Lock()
+
+    def name(self, comm: str, top: Sequence[dict[str, Any]]) -> None:
+        """A capture of a process called `comm` whose top functions are `top` (may be empty)."""
+        comm = prom.bounded_label(comm, MAX_COMM_BYTES)
+        with self._lock:
+            old = self._functions.pop(comm, None)
+            if old is not None:
+                self._gauge.remove(comm, old)
+            if not top:
+                return
+            function = prom.bounded_label(str(top[0]["name"]), MAX_FUNCTION_BYTES)
+            self._gauge.labels(comm, function).set(top[0]["flat_bytes"])
+            self._functions[comm] = function
+            while len(self._functions) > MAX_CULPRITS:
+                dropped, its_function = self._functions.popitem(last=False)
+                self._gauge.remove(dropped, its_function)
 
 
 class Metrics:
@@ -67,6 +110,17 @@ class Metrics:
                 "oomdump_uploads_total",
                 "Upload attempts, by outcome and reason",
                 ("outcome", "reason"),
+            )
+        )
+        self.culprits = Culprits(
+            add(
+                prom.Gauge(
+                    "oomdump_last_capture_top_bytes",
+                    "In-use bytes of the function holding the most in the latest capture of "
+                    f"each process name (comm); at most {MAX_CULPRITS} names, the least "
+                    "recently captured dropped first",
+                    ("comm", "function"),
+                )
             )
         )
 

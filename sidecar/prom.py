@@ -3,9 +3,14 @@ written line for line as prometheus_client writes them (the same names, HELP, TY
 and `_created` series): prometheus_client alone would add some 12 MiB to the resident
 memory of a watcher that mostly waits (issue 11). Thread-safe: the watcher's threads update
 while a scrape reads.
+
+A label value is escaped as the format says (backslash, double quote, newline), and a scrape
+never fails on one (a lone surrogate is written as '?'); `bounded_label` makes a value the
+app chose (a function name from its profile) short and free of control characters first.
 """
 
 import math
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -59,6 +64,12 @@ class _Metric:
             if child is None:
                 child = self._children[key] = self._child()
             return child
+
+    def remove(self, *values: object) -> None:
+        """Drop the child for these label values (none there: nothing to do)."""
+        key = tuple(str(value) for value in values)
+        with self._lock:
+            self._children.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -176,7 +187,28 @@ class Registry:
                 lines.append(f"# HELP {name} {_escape_help(metric.documentation)}")
                 lines.append(f"# TYPE {name} {kind}")
                 lines += [f"{n}{_labels(labels)} {_number(v)}" for n, labels, v in samples]
-        return ("\n".join(lines) + "\n").encode()
+        return ("\n".join(lines) + "\n").encode("utf-8", "replace")
+
+
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators: escaped or not,
+# they have no place in a label a person reads (a carriage return rewrites a terminal line).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_CUT = "\u2026"  # "…", 3 bytes of UTF-8
+
+
+def bounded_label(value: str, max_bytes: int) -> str:
+    """`value` as a label value whatever its source: each control character becomes U+FFFD,
+    a lone surrogate '?', and a value over `max_bytes` bytes of UTF-8 is cut at a character
+    boundary and ends with '…' (the whole at most `max_bytes`). The work is bounded by
+    `max_bytes`, not by the value's length."""
+    if max_bytes < len(_CUT.encode()):
+        raise ValueError(f"max_bytes must be at least {len(_CUT.encode())}, not {max_bytes}")
+    head = value[: max_bytes + 1]  # every character is at least one byte
+    encoded = _CONTROL.sub("\ufffd", head).encode("utf-8", "replace")
+    if len(encoded) <= max_bytes and len(value) == len(head):
+        return encoded.decode()
+    room = max_bytes - len(_CUT.encode())
+    return encoded[:room].decode("utf-8", "ignore") + _CUT
 
 
 def _escape_help(text: str) -> str:

@@ -14,7 +14,9 @@ other. The full refresh also runs every `refresh_interval`.
 A capture never blocks the loop or another process's watch: each runs on a thread of its
 own (at most one per process at a time), so a hanging port delays nothing else. The
 cooldown is stamped after a capture that saved at least one profile; a capture that saved
-nothing is retried after FAILED_RETRY while the process stays over the threshold.
+nothing is retried after FAILED_RETRY while the process stays over the threshold. Its
+dumps are then read for their culprit (`culprit.Reader`: one at a time, on a thread of its
+own), so a profile that is costly to read holds up neither the loop nor another capture.
 """
 
 import threading
@@ -38,6 +40,9 @@ FAILED_RETRY = 1.0  # seconds between capture attempts that saved nothing
 # Captures in flight at once (each a thread with up to ports.MAX_ENDPOINTS fetches): an app
 # that forks thousands of processes over the threshold cannot make thousands of threads.
 MAX_CAPTURES = 8
+# At shutdown, dumps still waiting to be read are read for this long; the rest are handed
+# to the uploader unread (it uploads what is left on the next start).
+FINISH_READING = 2.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class Watcher:
             self.config, self.fetcher, self.metrics, self.select, self._publish, self.notify
         )
         self._captures: set[threading.Thread] = set()
+        self.reader = culprit.Reader()
         self._pending_watches: list[Watch] | None = None  # guarded by the table's lock
         self._loop_running = False
         self._refresh_wanted = threading.Event()
@@ -119,6 +125,7 @@ class Watcher:
             end = time.monotonic() + 2 * self.config.fetch_timeout + 1.0
             for thread in list(self._captures):
                 thread.join(max(0.0, end - time.monotonic()))
+            self.reader.finish(read_until=time.monotonic() + FINISH_READING)
             for watched in self.watched.values():
                 if not watched.capturing:  # a capture still running keeps its files
                     watched.sampler.close()
@@ -235,8 +242,8 @@ class Watcher:
                 self.notify(notice_of(watched, trigger.sample, FAILED, "", ",".join(failures)))
 
     def _capture_profiles(self, watched: Watched, trigger: Trigger, failures: list[str]) -> int:
-        """Fetch, save, then (the race over) name the culprit of each dump, hand the dumps
-        to the uploader and tell the operator; the number of dumps saved."""
+        """Fetch and save, then (the race over) give the dumps to the reader, which names
+        their culprit, hands them to the uploader and tells; the number of dumps saved."""
         process = watched.process
         endpoints = watched.endpoints
         if not endpoints and self.config.pprof_ports is None:
@@ -266,18 +273,30 @@ class Watcher:
             if answering and procs.is_alive(self.config.proc_root, process.key):
                 self.fetcher.fetch_all(answering, gc=True, on_result=keep)
         if saved:
-            self._after_race(watched, trigger, saved)
+            # The complete ?gc=1 dump first; the reader opens the files (the bytes go now).
+            dumps = sorted(((dump, result.gc) for dump, result in saved), key=lambda d: not d[1])
+            self.reader.submit(
+                lambda: self._after_race(watched, trigger, dumps),
+                lambda reason: self._after_race(watched, trigger, dumps, unread=reason),
+            )
         return len(saved)
 
     def _after_race(
-        self, watched: Watched, trigger: Trigger, saved: list[tuple[Dump, FetchResult]]
+        self,
+        watched: Watched,
+        trigger: Trigger,
+        dumps: list[tuple[Dump, bool]],
+        unread: str | None = None,
     ) -> None:
-        """Name the culprit of each dump (the complete ?gc=1 one first) and what grew since
-        this process's previous capture, then upload and tell."""
-        saved = sorted(saved, key=lambda pair: not pair[1].gc)
+        """On the reader's thread: name the culprit of each dump (`unread`: why not) and what
+        grew since this process's previous capture, then upload and tell."""
         best: tuple[dict[str, Any], ...] = ()
-        for index, (dump, result) in enumerate(saved):
-            reading = culprit.read(result.data or b"")
+        for index, (dump, gc) in enumerate(dumps):
+            started = time.monotonic()
+            if unread is None:
+                reading = culprit.read_file(dump.profile_path)
+            else:
+                reading = culprit.Reading([], unread, None)
             notes: dict[str, Any] = {"top": reading.top}
             if reading.error is not None:
                 notes = {"top_error": reading.error}
@@ -286,6 +305,9 @@ class Watcher:
                     notes["growth"] = culprit.growth(watched.last_heap, reading.heap)
                     notes["growth_since"] = watched.last_heap_key
                 watched.last_heap, watched.last_heap_key = reading.heap, dump.key
+            if unread is None:  # CLOCK_MONOTONIC, as the fetch's timings: what ran beside
+                seconds = round(time.monotonic() - started, 6)
+                notes["top_read"] = {"started_monotonic": started, "seconds": seconds}
             try:
                 self.spool.annotate(dump, notes)
             except (OSError, ValueError) as failure:
@@ -294,7 +316,7 @@ class Watcher:
                 "dump-top",
                 pid=watched.process.pid,
                 comm=watched.process.comm,
-                gc=result.gc,
+                gc=gc,
                 path=dump.profile_path,
                 top=culprit.describe(reading.top) if reading.error is None else None,
                 unreadable=reading.error,
@@ -302,7 +324,8 @@ class Watcher:
             )
             best = best or tuple(reading.top)
             self.on_dump(dump)
-        location = str(saved[0][0].profile_path)
+        self.metrics.culprits.name(watched.process.comm, best)
+        location = str(dumps[0][0].profile_path)
         self.notify(notice_of(watched, trigger.sample, CAPTURED, location, "", best))
 
     def _save(self, watched: Watched, trigger: Trigger, result: FetchResult) -> Dump | None:

@@ -65,6 +65,13 @@ def reference() -> SimpleNamespace:
             ["outcome", "reason"],
             **kw,
         ),
+        culprit=Gauge(
+            "oomdump_last_capture_top_bytes",
+            "In-use bytes of the function holding the most in the latest capture of each "
+            "process name (comm); at most 16 names, the least recently captured dropped first",
+            ["comm", "function"],
+            **kw,
+        ),
     )
 
 
@@ -117,6 +124,8 @@ def test_a_scrape_reads_as_prometheus_client_wrote_it(served: tuple[Metrics, int
     expected = reference()
     update(metrics)
     update(expected)
+    metrics.culprits.name("leak", [{"name": "main.leak", "flat_bytes": 181 * 2**20}])
+    expected.culprit.labels("leak", "main.leak").set(181 * 2**20)
     content_type, text = scrape(port)
     old = generate_latest(expected.registry).decode()
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
