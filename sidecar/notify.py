@@ -8,14 +8,19 @@ no right. Notices go on a thread of their own with a bounded queue and a deadlin
 request: a slow or absent webhook never delays a capture (a notice that cannot be sent is
 logged and dropped; the dump itself is safe in the spool). `ssl` and `http.client` are
 imported with the first notice, not at start.
+
+Each notice has an id of its own, sent with every attempt: when the webhook wrote the
+Event but its answer was lost (a timeout, a reset connection), the retry is answered
+`"duplicate": true` and the Event's count rises once, not twice.
 """
 
 import json
+import os
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -28,6 +33,11 @@ QUEUE_SIZE = 64
 ATTEMPTS = 3
 TOKEN_MAX_BYTES = 64 * 1024
 ANSWER_MAX_BYTES = 64 * 1024
+ID_BYTES = 16  # 128 random bits: no two notices of any pod share an id
+
+
+def new_id() -> str:
+    return os.urandom(ID_BYTES).hex()  # what secrets.token_hex does, without its imports
 
 
 @dataclass(frozen=True)
@@ -42,6 +52,7 @@ class Notice:
     location: str  # s3://bucket/key, or the pod-local path until uploaded
     detail: str = ""  # why, for FAILED
     top: tuple[dict[str, Any], ...] = ()  # the top functions by inuse_space, when read
+    id: str = field(default_factory=new_id)  # made once, the same in every retry
 
     def body(self, pod: str, namespace: str) -> bytes:
         return json.dumps(
@@ -58,6 +69,7 @@ class Notice:
                 "location": self.location,
                 "detail": self.detail,
                 "top": list(self.top),
+                "id": self.id,
             }
         ).encode()
 
@@ -123,14 +135,19 @@ class Notifier:
                 error = f"{type(failure).__name__}: {failure}"
             else:
                 if status == 200:
-                    log.info("notice-sent", pid=notice.pid, kind=notice.reason)
+                    # A duplicate: an earlier attempt was applied but its answer was lost.
+                    repeat = "true" if _said_duplicate(answer) else None
+                    log.info(
+                        "notice-sent", pid=notice.pid, kind=notice.reason, id=notice.id,
+                        duplicate=repeat,
+                    )  # fmt: skip
                     self._on_result("sent")
                     return
                 error = f"HTTP {status}: {answer[:200]!r}"
                 if 400 <= status < 500:
                     break  # refused: trying again changes nothing
             time.sleep(min(1.0, 0.2 * 2**attempt))
-        log.warn("notice-failed", pid=notice.pid, kind=notice.reason, reason=error)
+        log.warn("notice-failed", pid=notice.pid, kind=notice.reason, id=notice.id, reason=error)
         self._on_result("failed")
 
     def _token(self) -> str:
@@ -168,3 +185,11 @@ class Notifier:
         finally:
             watchdog.cancel()
             connection.close()
+
+
+def _said_duplicate(answer: bytes) -> bool:
+    try:
+        document = json.loads(answer)
+    except ValueError:  # an older webhook's or a truncated answer: the notice was taken
+        return False
+    return isinstance(document, dict) and document.get("duplicate") is True

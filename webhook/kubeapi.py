@@ -3,13 +3,20 @@
 Blocking (the Kubernetes client); the HTTP layer runs them on worker threads. Every call
 has a timeout. A refusal by the API server (RBAC) or an unreachable one becomes
 ApiUnavailable, whose message names what was attempted and which rule allows it.
+
+Each Event carries the ids of the last notices counted in it (annotation NOTICE_IDS),
+written in the same patch that raises the count. Every write tests the count first, so
+what a replica read of the Event (count and ids together) is still true when its patch
+applies: a notice whose id is there was counted, by this replica or another, and is
+answered "duplicate" without a write. That makes a watcher's retry exact across replicas
+and restarts, where webhook.recent (one replica's memory) cannot see.
 """
 
 import json
 import threading
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import urllib3
 from kubernetes import client, config
@@ -21,6 +28,22 @@ REQUEST_TIMEOUT = (2.0, 3.0)  # connect, read (seconds) for each API request
 ATTEMPTS = 3  # writes of one Event that lost a race with another replica
 CACHE_SIZE = 4096
 COMPONENT = "oomdump-webhook"
+NOTICE_IDS = "oomdump.io/notice-ids"  # on our Events: the last ids counted, comma-separated
+# Ids kept on one Event. One watcher sends its notices one after another, retrying each
+# before the next, so the retry of the newest is what comes back; a stale attempt still
+# being served by the other replica may be a few notices behind (the default burst is 20).
+# 32 ids are ~1 KiB of the Event; an id pushed out could be counted twice, nothing worse.
+IDS_KEPT = 32
+_IDS_PATH = "/metadata/annotations/" + NOTICE_IDS.replace("~", "~0").replace("/", "~1")
+
+
+class Counted(NamedTuple):
+    """What a replica knows of one Event: its real name, count and the ids counted in it
+    (None: the Event has no annotations at all, e.g. made by an older webhook)."""
+
+    name: str
+    count: int
+    ids: tuple[str, ...] | None
 
 
 def load_client(kubeconfig: str | None) -> client.ApiClient | None:
@@ -71,7 +94,7 @@ class NoticeApi:
         self._authn = client.AuthenticationV1Api(api)
         self._instance = instance
         self._lock = threading.Lock()
-        self._counts: OrderedDict[tuple[str, str], tuple[str, int]] = OrderedDict()
+        self._counts: OrderedDict[tuple[str, str], Counted] = OrderedDict()
 
     def review(self, token: str, audience: str) -> Reviewed:
         body = {
@@ -112,26 +135,29 @@ class NoticeApi:
                 return None
             raise ApiUnavailable(f"reading pod {namespace}/{name}: HTTP {error.status}") from None
 
-    def record(self, event: dict[str, Any]) -> tuple[str, int]:
+    def record(self, event: dict[str, Any], notice_id: str | None) -> tuple[str, int]:
         """Create `event` (count 1), or add 1 to the count of the Event of the same name
         about the same pod (a JSON patch that tests the count first, so two replicas never
-        lose an increment). Returns ("created" | "aggregated", count)."""
+        lose an increment). Returns ("created" | "aggregated", count), or ("duplicate",
+        count) without a write when `notice_id` was counted in that Event already."""
         namespace = event["metadata"]["namespace"]
         key = (namespace, event["metadata"]["name"])
         for _ in range(ATTEMPTS):
             with self._lock:
                 known = self._counts.get(key)
             if known is None:
-                result = self._create(event, key)
+                result = self._create(event, key, notice_id)
+            elif notice_id is not None and notice_id in (known.ids or ()):
+                return "duplicate", known.count
             else:
-                result = self._increment(event, key, *known)
+                result = self._increment(event, key, known, notice_id)
             if result is not None:
                 return result
         raise ApiUnavailable(f"event {namespace}/{key[1]} changed under every attempt")
 
-    def _remember(self, key: tuple[str, str], name: str, count: int) -> None:
+    def _remember(self, key: tuple[str, str], counted: Counted) -> None:
         with self._lock:
-            self._counts[key] = (name, count)
+            self._counts[key] = counted
             self._counts.move_to_end(key)
             while len(self._counts) > CACHE_SIZE:
                 self._counts.popitem(last=False)
@@ -140,11 +166,17 @@ class NoticeApi:
         with self._lock:
             self._counts.pop(key, None)
 
-    def _create(self, event: dict[str, Any], key: tuple[str, str]) -> tuple[str, int] | None:
+    def _create(
+        self, event: dict[str, Any], key: tuple[str, str], notice_id: str | None
+    ) -> tuple[str, int] | None:
         namespace, name = key
         now = _now()
+        metadata = dict(event["metadata"])
+        if notice_id is not None:
+            metadata["annotations"] = {NOTICE_IDS: notice_id}
         body = {
             **event,
+            "metadata": metadata,
             "count": 1,
             "firstTimestamp": now,
             "lastTimestamp": now,
@@ -166,14 +198,15 @@ class NoticeApi:
             current = self._read(event, name)  # made by another replica, or before a restart
             if current is None:  # the name is taken by an Event about another object
                 return self._create_unique(body, key)
-            self._remember(key, name, current)
-            return None
-        self._remember(key, name, int(created.get("count") or 1))
+            self._remember(key, current)
+            return None  # counted again from what was read (a duplicate, or one more)
+        self._remember(key, _counted(name, created))
         return "created", 1
 
     def _create_unique(self, body: dict[str, Any], key: tuple[str, str]) -> tuple[str, int]:
         namespace, name = key
-        metadata = {"generateName": f"{name[:240]}-", "namespace": namespace}
+        metadata = {**body["metadata"], "generateName": f"{name[:240]}-"}
+        del metadata["name"]
         unique = {**body, "metadata": metadata}
         try:
             created = _call(
@@ -184,7 +217,7 @@ class NoticeApi:
             )  # fmt: skip
         except ApiException as error:
             raise ApiUnavailable(f"creating event {namespace}/{name}-*: {_reason(error)}") from None
-        self._remember(key, str(created["metadata"]["name"]), 1)
+        self._remember(key, _counted(str(created["metadata"]["name"]), created))
         return "created", 1
 
     def _patch(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> dict[str, Any]:
@@ -195,8 +228,8 @@ class NoticeApi:
             ),
         )  # fmt: skip
 
-    def _read(self, event: dict[str, Any], name: str) -> int | None:
-        """The count of Event `name` when it is about our pod, else None. A patch whose only
+    def _read(self, event: dict[str, Any], name: str) -> Counted | None:
+        """Event `name` as counted when it is about our pod, else None. A patch whose only
         operation is a test changes nothing and answers the object: a read with `patch`
         alone, so the role needs no `get` on events."""
         namespace = event["metadata"]["namespace"]
@@ -209,12 +242,13 @@ class NoticeApi:
             if error.status in (409, 422):
                 return None
             raise ApiUnavailable(f"reading event {namespace}/{name}: {_reason(error)}") from None
-        return int(current.get("count") or 1)
+        return _counted(name, current)
 
     def _increment(
-        self, event: dict[str, Any], key: tuple[str, str], name: str, count: int
+        self, event: dict[str, Any], key: tuple[str, str], known: Counted, notice_id: str | None
     ) -> tuple[str, int] | None:
         namespace = key[0]
+        name, count = known.name, known.count
         patch = [
             {"op": "test", "path": "/involvedObject/uid", "value": event["involvedObject"]["uid"]},
             {"op": "test", "path": "/count", "value": count},
@@ -222,6 +256,8 @@ class NoticeApi:
             {"op": "replace", "path": "/lastTimestamp", "value": _now()},
             {"op": "replace", "path": "/message", "value": event["message"]},
         ]
+        if notice_id is not None:
+            patch.append(_ids_operation(known.ids, notice_id))
         try:
             patched = self._patch(namespace, name, patch)
         except ApiException as error:
@@ -233,9 +269,28 @@ class NoticeApi:
                 if current is None:
                     self._forget(key)
                 else:
-                    self._remember(key, name, current)
+                    self._remember(key, current)
                 return None
             raise ApiUnavailable(f"patching event {namespace}/{name}: {_reason(error)}") from None
-        total = int(patched.get("count") or count + 1)
-        self._remember(key, name, total)
-        return "aggregated", total
+        counted = _counted(name, patched)
+        self._remember(key, counted)
+        return "aggregated", counted.count
+
+
+def _counted(name: str, event: dict[str, Any]) -> Counted:
+    """What `event`, as the API server answered it, says was counted."""
+    annotations = (event.get("metadata") or {}).get("annotations")
+    ids: tuple[str, ...] | None = None
+    if isinstance(annotations, dict):
+        text = annotations.get(NOTICE_IDS)
+        ids = tuple(text.split(",")) if isinstance(text, str) and text else ()
+    return Counted(name, int(event.get("count") or 1), ids)
+
+
+def _ids_operation(ids: tuple[str, ...] | None, notice_id: str) -> dict[str, Any]:
+    """The patch operation that adds `notice_id` to the Event's ids (the oldest beyond
+    IDS_KEPT dropped). The count test before it makes `ids` the Event's current ones."""
+    if ids is None:  # no annotations at all: the map itself is added
+        return {"op": "add", "path": "/metadata/annotations", "value": {NOTICE_IDS: notice_id}}
+    kept = ",".join((*ids[-(IDS_KEPT - 1) :], notice_id))
+    return {"op": "add", "path": _IDS_PATH, "value": kept}

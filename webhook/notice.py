@@ -27,6 +27,7 @@ MAX_BYTES = 2**63 - 1
 MAX_TOP = 16
 _LENGTHS = {"pod": 253, "namespace": 63, "comm": 64, "cgroup": 4096, "location": 2048}
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
+_NOTICE_ID = re.compile(r"[0-9a-f]{32}")  # 128 random bits, as the watcher writes them
 
 
 class BadNotice(ValueError):
@@ -54,6 +55,9 @@ class Notice:
     location: str
     detail: str
     top: tuple[TopFunction, ...]
+    # The watcher's id of this notice, the same on each retry: a repeat is answered without
+    # counting again. None from watchers older than the id: each of their posts counts.
+    id: str | None = None
 
     @property
     def event_type(self) -> str:
@@ -93,6 +97,7 @@ def parse(body: bytes) -> Notice:
         location=location,
         detail=_text(document, "detail", MAX_MESSAGE, optional=True),
         top=_top(document.get("top", [])),
+        id=_notice_id(document.get("id")),
     )
 
 
@@ -126,6 +131,15 @@ def _percent(value: Any) -> float | None:
     if not math.isfinite(value) or not 0 <= value <= 10_000:
         raise BadNotice("percent must be from 0 to 10000")
     return float(value)
+
+
+def _notice_id(value: Any) -> str | None:
+    if value is None:  # absent (a watcher older than the id) or null
+        return None
+    if not isinstance(value, str) or not _NOTICE_ID.fullmatch(value):
+        shown = repr(escape(value[:40])) if isinstance(value, str) else _kind(value)
+        raise BadNotice(f"id must be 32 lowercase hex digits (128 random bits), not {shown}")
+    return value
 
 
 def _top(value: Any) -> tuple[TopFunction, ...]:

@@ -5,13 +5,20 @@ the pod's projected ServiceAccount token for the audience `oomdump` (TokenReview
 names the pod it is bound to. A notice about any other pod, an unbound token or one for
 another audience is refused (403); a token the API server does not accept gets 401.
 Notices are counted by outcome (`oomdump_webhook_notices_total{outcome}`).
+
+A notice with an id is applied once: a repeat (the watcher retrying after a lost answer)
+gets 200 with `"duplicate": true` and leaves the Event alone. This replica's memory
+(webhook.recent) answers most repeats before the rate limit and any write, and makes a
+repeat that arrives while the first is being written wait for it; a repeat served by the
+other replica is caught by the ids on the Event itself (webhook.kubeapi.NOTICE_IDS).
 """
 
 import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Request, Response
@@ -22,10 +29,16 @@ from webhook.body import read_capped
 from webhook.metrics import Metrics
 from webhook.notice import AUDIENCE, BadNotice, Notice
 from webhook.ratelimit import RateLimiter
+from webhook.recent import Applied, RecentNotices
 from webhook.reviewed import ApiUnavailable, Reviewed
 
 MAX_TOKEN_CHARS = 16 * 1024
 MAX_IN_FLIGHT = 8  # notices being checked or written at once; more are told to retry
+# How long a repeat waits for the same notice in flight: about one API request's deadline
+# (kubeapi.REQUEST_TIMEOUT), which covers a first write in the common case, and short,
+# because a waiting repeat holds one of the MAX_IN_FLIGHT places.
+CLAIM_WAIT = 5.0
+DUPLICATE = "duplicate"
 POD_NAME_KEY = "authentication.kubernetes.io/pod-name"
 POD_UID_KEY = "authentication.kubernetes.io/pod-uid"
 log = logging.getLogger("webhook.notice")
@@ -48,6 +61,7 @@ class NoticeService:
     api: "NoticeApi | None"  # None: no API credentials, notices are refused with 503
     limiter: RateLimiter
     metrics: Metrics
+    recent: RecentNotices = field(default_factory=RecentNotices)
     _in_flight: int = 0
 
     async def handle(self, request: Request) -> Response:
@@ -97,24 +111,57 @@ class NoticeService:
         try:
             reviewed = await asyncio.to_thread(_unavailable_as_refusal, api.review, token, AUDIENCE)
             uid = _check_identity(reviewed, notice)
-            wait = self.limiter.allow(uid)
-            if wait:
-                raise Refusal(
-                    429, "rate-limited",
-                    f"more than {self.limiter.burst} notices for pod {notice.namespace}/"
-                    f"{notice.pod} in a short time; next in {wait:.0f}s",
-                    retry_after=wait,
-                )  # fmt: skip
-            result, name, count = await asyncio.to_thread(
-                _unavailable_as_refusal, _write, api, notice, uid
-            )
+            result, name, count = await self._apply_once(api, notice, uid)
         finally:
             self._in_flight -= 1
         log.info(
-            "notice %s: event %s/%s count=%d reason=%s", result, notice.namespace, name, count,
-            notice.reason,
+            "notice %s: event %s/%s count=%d reason=%s id=%s", result, notice.namespace, name,
+            count, notice.reason, notice.id or "-",
         )  # fmt: skip
-        return result, {"result": result, "event": name, "count": count}
+        answer = {"result": result, "event": name, "count": count, DUPLICATE: result == DUPLICATE}
+        return result, answer
+
+    async def _apply_once(self, api: "NoticeApi", notice: Notice, uid: str) -> tuple[str, str, int]:
+        """Apply `notice` unless its id was applied already (then "duplicate", the Event
+        untouched); the claim on the id is held until the write ends either way."""
+        if notice.id is None:
+            return await self._apply(api, notice, uid)
+        earlier = await self._claim(uid, notice.id)
+        if earlier is not None:
+            return DUPLICATE, earlier.event, earlier.count
+        try:
+            result, name, count = await self._apply(api, notice, uid)
+        except BaseException:  # refused, unavailable or cancelled: a retry may apply it
+            self.recent.release(uid, notice.id)
+            raise
+        self.recent.applied(uid, notice.id, Applied(name, count))
+        return result, name, count
+
+    async def _claim(self, uid: str, notice_id: str) -> Applied | None:
+        """The earlier application of this notice, or None once the claim is ours."""
+        deadline = time.monotonic() + CLAIM_WAIT
+        while True:
+            held = self.recent.claim(uid, notice_id)
+            if not isinstance(held, Future):
+                return held
+            remaining = max(0.0, deadline - time.monotonic())
+            done, _ = await asyncio.wait({asyncio.wrap_future(held)}, timeout=remaining)
+            if not done:
+                raise Refusal(
+                    503, "busy", "the same notice is still being written; try again",
+                    retry_after=1,
+                )  # fmt: skip
+
+    async def _apply(self, api: "NoticeApi", notice: Notice, uid: str) -> tuple[str, str, int]:
+        wait = self.limiter.allow(uid)
+        if wait:
+            raise Refusal(
+                429, "rate-limited",
+                f"more than {self.limiter.burst} notices for pod {notice.namespace}/"
+                f"{notice.pod} in a short time; next in {wait:.0f}s",
+                retry_after=wait,
+            )  # fmt: skip
+        return await asyncio.to_thread(_unavailable_as_refusal, _write, api, notice, uid)
 
 
 def _bearer(header: str) -> str:
@@ -194,5 +241,5 @@ def _write(api: "NoticeApi", notice: Notice, uid: str) -> tuple[str, str, int]:
         "message": notices.message(notice, container),
         "type": notice.event_type,
     }
-    result, count = api.record(event)
+    result, count = api.record(event, notice.id)
     return result, name, count

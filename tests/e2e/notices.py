@@ -6,14 +6,19 @@ Pods are stored, never scheduled (no kubelet here): a TokenRequest bound to a st
 is exactly the token the kubelet would project, so the webhook sees real bound tokens.
 """
 
+import http.client
+import json
+import socket
 import ssl
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,8 @@ from testinfra.webhook_server import REPO_ROOT, WebhookCerts
 
 READY_TIMEOUT = 30.0
 EVENT_TIMEOUT = 15.0
+FORWARDED = ("Content-Type", "Authorization")
+HANGUP_TIMEOUT = 10.0  # how long the relay holds a lost answer for the client to give up
 CONTAINER_ID = "5e" * 32  # the runtime id the tests give the app container
 
 
@@ -46,8 +53,6 @@ class NoticeWebhook:
 
     def post(self, body: bytes, token: str | None, **headers: str) -> tuple[int, dict[str, Any]]:
         """POST /notice: (status, JSON answer with the response headers under `_headers`)."""
-        import json
-
         sent = {"Content-Type": "application/json", **headers}
         if token is not None:
             sent["Authorization"] = f"Bearer {token}"
@@ -181,3 +186,91 @@ def wait_for_events(
         if time.monotonic() > deadline:
             raise AssertionError(f"{what}: events on the pod are {[e.to_dict() for e in found]}")
         time.sleep(0.05)  # poll interval of a bounded wait
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """One request through the relay: the notice, the webhook's answer, and whether the
+    answer was kept from the client."""
+
+    notice: dict[str, Any]
+    status: int
+    answer: dict[str, Any]
+    lost: bool
+
+
+@dataclass(frozen=True)
+class Relay:
+    url: str
+    relayed: list[Relayed]
+
+
+@contextmanager
+def answer_losing_relay(webhook: NoticeWebhook, lose: int, hold: bool = False) -> Iterator[Relay]:
+    """An HTTPS relay in front of `webhook`, serving the webhook's own pair (so a client
+    trusting the webhook's CA trusts it). Each request goes to the webhook and its answer
+    is read in full, so the webhook has done its work; the first `lose` answers never
+    reach the client: the connection is closed without a response (a reset), or, with
+    `hold`, kept silent until the client hangs up (its timeout fires)."""
+    relayed: list[Relayed] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            sent = {name: self.headers[name] for name in FORWARDED if name in self.headers}
+            status, raw, content_type = _forward(webhook, self.path, body, sent)
+            with lock:
+                lost = sum(r.lost for r in relayed) < lose
+                relayed.append(Relayed(json.loads(body), status, json.loads(raw), lost))
+            if lost:
+                if hold:
+                    _wait_for_hangup(self.connection)
+                self.close_connection = True
+                return  # no response: the server closes the connection
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(webhook.certs.cert, webhook.certs.key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, name="relay", daemon=True)
+    thread.start()
+    try:
+        yield Relay(f"https://localhost:{server.server_address[1]}/notice", relayed)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(HANGUP_TIMEOUT)
+
+
+def _forward(
+    webhook: NoticeWebhook, path: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, bytes, str]:
+    connection = http.client.HTTPSConnection(
+        "localhost", webhook.port, timeout=10, context=webhook.context()
+    )
+    try:
+        connection.request("POST", path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read(), response.getheader("Content-Type", "")
+    finally:
+        connection.close()
+
+
+def _wait_for_hangup(connection: socket.socket) -> None:
+    """Until the client closes its side (EOF or a reset), at most HANGUP_TIMEOUT."""
+    connection.settimeout(HANGUP_TIMEOUT)
+    try:
+        while connection.recv(1024):
+            pass
+    except OSError:  # reset, or the bound: either way the client had its chance
+        pass

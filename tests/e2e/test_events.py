@@ -6,13 +6,21 @@ decides every TokenReview, pod read and Event write. The MutatingWebhookConfigur
 `oomdump` is pointed at it, so test pods are really injected, and each watcher token is a
 TokenRequest bound to the stored pod with the audience its injected volume asks for.
 The real client, `sidecar.notify.Notifier`, sends the notices of the first tests.
+
+A second webhook process with the same credentials stands for the second replica of
+`deploy/` (a watcher's retry may reach either), so that a notice applied by one and
+repeated to the other is seen to count once through the Event alone.
 """
 
+import io
 import json
 import queue
+import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +29,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from sidecar import log
 from sidecar.notify import CAPTURED, FAILED, Notice, Notifier
 from testinfra.cluster import Cluster
 from testinfra.kustomize import render
@@ -44,6 +53,7 @@ from tests.e2e.deployed import (
 )
 from tests.e2e.notices import (
     NoticeWebhook,
+    answer_losing_relay,
     app_cgroup,
     events_on,
     give_container_id,
@@ -61,6 +71,8 @@ INJECT_LABEL = {"oomdump.io/inject": "enabled"}
 BURST = 6  # notices per pod before the rate limit; the rate is slow enough not to refill
 LIVE_TIMEOUT = 30.0
 SENT_TIMEOUT = 15.0
+RATE = ("--notice-burst", str(BURST), "--notice-per-minute", "0.01")
+NOTICE_IDS = "oomdump.io/notice-ids"
 MiB = 2**20
 TOP = (
     {
@@ -83,6 +95,7 @@ class Setup:
     identity: Identity
     webhook: NoticeWebhook
     namespace: str  # opted in
+    kubeconfig: Path  # the webhook's ServiceAccount token
 
 
 def _wait_until_injecting(core: client.CoreV1Api, namespace: str) -> None:
@@ -106,8 +119,7 @@ def setup(own_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
     folder = tmp_path_factory.mktemp("notices")
     kubeconfig = write_token_kubeconfig(own_cluster, identity, folder / "kubeconfig")
     certs = generate_certs(folder / "certs")
-    rate = ("--notice-burst", str(BURST), "--notice-per-minute", "0.01")
-    with notice_webhook(certs, kubeconfig, IMAGE, folder / "webhook.log", *rate) as webhook:
+    with notice_webhook(certs, kubeconfig, IMAGE, folder / "webhook.log", *RATE) as webhook:
         admission = client.AdmissionregistrationV1Api(api)
         configuration = pointed_at(
             rendered_webhook_configuration(objects),
@@ -123,7 +135,17 @@ def setup(own_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Ite
         own_cluster.create_namespace(namespace, INJECT_LABEL)
         core = client.CoreV1Api(api)
         _wait_until_injecting(core, namespace)
-        yield Setup(own_cluster, api, core, objects, identity, webhook, namespace)
+        yield Setup(own_cluster, api, core, objects, identity, webhook, namespace, kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def other_replica(
+    setup: Setup, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NoticeWebhook]:
+    """A second webhook process: the other replica, with a memory of its own."""
+    log_path = tmp_path_factory.mktemp("replica") / "webhook.log"
+    with notice_webhook(setup.webhook.certs, setup.kubeconfig, IMAGE, log_path, *RATE) as other:
+        yield other
 
 
 @dataclass(frozen=True)
@@ -183,15 +205,37 @@ def _notice(pod: client.V1Pod, **changes: Any) -> Notice:
     return Notice(**fields)
 
 
-def send_with_the_real_client(setup: Setup, watched: Watched, *notices: Notice) -> list[str]:
+def _without_id(sent: bytes) -> bytes:
+    """A notice as a watcher older than notice ids writes it."""
+    document = json.loads(sent)
+    del document["id"]
+    return json.dumps(document).encode()
+
+
+def _at_once(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Each call on a thread of its own, all released together."""
+    start = threading.Barrier(len(calls))
+
+    def released(call: Callable[[], Any]) -> Any:
+        start.wait(timeout=10)
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(released, calls))
+
+
+def send_with_the_real_client(
+    setup: Setup, watched: Watched, *notices: Notice, url: str | None = None, timeout: float = 2.0
+) -> list[str]:
     """Each notice through sidecar.notify.Notifier, waiting for its outcome in turn."""
     outcomes: queue.Queue[str] = queue.Queue()
     notifier = Notifier(
-        setup.webhook.notice_url,
+        url or setup.webhook.notice_url,
         watched.token_file,
         watched.ca_pem,
         watched.pod.metadata.name,
         watched.pod.metadata.namespace,
+        timeout=timeout,
         on_result=outcomes.put,
     )
     results = []
@@ -296,6 +340,7 @@ def test_tokens_that_are_not_the_pods_own_are_refused(setup: Setup, tmp_path: Pa
         ({"pid": "1; rm -rf /"}, "pid must be an integer"),
         ({"comm": "x" * 65}, "comm is longer than 64"),
         ({"top": [{"name": "main.x", "flat_bytes": -1, "flat_share": 0.5}]}, "flat_bytes"),
+        ({"id": "not-hex"}, "id must be 32 lowercase hex digits"),
         (b"x" * 17_000, "exceeds the 16 KiB limit"),
     ],
 )
@@ -357,16 +402,17 @@ def test_notices_fail_clearly_without_each_granted_verb(
     watched = watched_pod(setup, tmp_path)
     notice = body(watched.pod)
     if needed.aggregate:
-        assert setup.webhook.post(notice, watched.token)[0] == 200
+        assert setup.webhook.post(body(watched.pod), watched.token)[0] == 200
     role = one(setup.objects, "ClusterRole", NOTICE_ROLE)
     with verb_removed(setup.api, setup.identity, role, needed.resource, needed.verb):
         status, answer = setup.webhook.post(notice, watched.token)
     assert status == 503, answer  # the watcher retries a 5xx
     assert f"the webhook's ServiceAccount lacks {needed.rule}" in answer["message"]
     assert setup.identity.username in answer["message"]  # the API server's own refusal
-    # The same notice with the rule back: the verb was all that was missing.
+    # The same notice (its id too) with the rule back: the verb was all that was missing,
+    # and a notice that failed is no duplicate.
     status, answer = setup.webhook.post(notice, watched.token)
-    assert status == 200, answer
+    assert status == 200 and answer["duplicate"] is False, answer
     (event,) = events_on(setup.core, watched.pod)
     assert event.count == (2 if needed.aggregate else 1)
 
@@ -398,3 +444,158 @@ def test_the_apps_service_account_gained_no_right_to_events(setup: Setup) -> Non
         as_app.create_namespaced_event(setup.namespace, event)
     assert refused.value.status == 403
     assert f"system:serviceaccount:{setup.namespace}:default" in refused.value.body
+
+
+def _ids_on(event: client.CoreV1Event) -> list[str]:
+    return (event.metadata.annotations or {})[NOTICE_IDS].split(",")
+
+
+def test_a_repeated_notice_counts_once_and_is_answered_duplicate(
+    setup: Setup, tmp_path: Path
+) -> None:
+    watched = watched_pod(setup, tmp_path)
+    sent = body(watched.pod)
+    first_id = json.loads(sent)["id"]
+    status, first = setup.webhook.post(sent, watched.token)
+    assert status == 200 and (first["result"], first["count"], first["duplicate"]) == (
+        "created", 1, False,
+    ), first  # fmt: skip
+    status, again = setup.webhook.post(sent, watched.token)
+    assert status == 200, again
+    assert (again["result"], again["event"], again["count"], again["duplicate"]) == (
+        "duplicate", first["event"], 1, True,
+    )  # fmt: skip
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 1 and _ids_on(event) == [first_id]
+
+    other = body(watched.pod)  # another capture: an id of its own
+    status, answer = setup.webhook.post(other, watched.token)
+    assert status == 200 and (answer["result"], answer["count"], answer["duplicate"]) == (
+        "aggregated", 2, False,
+    ), answer  # fmt: skip
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 2 and _ids_on(event) == [first_id, json.loads(other)["id"]]
+    assert 'oomdump_webhook_notices_total{outcome="duplicate"}' in setup.webhook.metrics()
+
+
+def test_repeats_arriving_together_count_once(setup: Setup, tmp_path: Path) -> None:
+    """The first holds a claim on the id while it writes; the others wait for it and are
+    answered from this replica's memory, before the rate limit: they use none of the
+    pod's allowance, which the BURST - 1 notices after them show."""
+    watched = watched_pod(setup, tmp_path)
+    sent = body(watched.pod)
+    answers = _at_once([lambda: setup.webhook.post(sent, watched.token)] * BURST)
+    assert [status for status, _ in answers] == [200] * BURST, answers
+    assert sorted(answer["duplicate"] for _, answer in answers) == [False] + [True] * (BURST - 1)
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 1
+    later = [setup.webhook.post(body(watched.pod), watched.token) for _ in range(BURST - 1)]
+    assert [(status, answer["count"]) for status, answer in later] == [
+        (200, count) for count in range(2, BURST + 1)
+    ], later
+    assert setup.webhook.post(sent, watched.token)[1]["duplicate"] is True  # still, at 0 left
+
+
+def test_a_malformed_id_is_refused_naming_the_field(setup: Setup, tmp_path: Path) -> None:
+    watched = watched_pod(setup, tmp_path)
+    document = json.loads(body(watched.pod))
+    expected = "id must be 32 lowercase hex digits (128 random bits), not "
+    for bad, shown in [
+        ("x", "'x'"),
+        ("", "''"),
+        ("AB" * 16, f"'{'AB' * 16}'"),
+        ("0" * 31, f"'{'0' * 31}'"),
+        ("0" * 33, f"'{'0' * 33}'"),
+        ("\x1b[2J" + "0" * 28, f"'\\\\x1b[2J{'0' * 28}'"),
+        (128, "int"),
+        (["0" * 32], "list"),
+    ]:
+        sent = json.dumps({**document, "id": bad}).encode()
+        status, answer = setup.webhook.post(sent, watched.token)
+        assert (status, answer["error"]) == (400, "bad-request"), (bad, answer)
+        assert answer["message"] == expected + shown
+    assert events_on(setup.core, watched.pod) == []
+
+
+def test_notices_without_an_id_count_every_time(
+    setup: Setup, other_replica: NoticeWebhook, tmp_path: Path
+) -> None:
+    """A watcher older than notice ids: each post counts, as before ids (its retries may
+    count twice). Its Event has no annotations; the first notice with an id adds them."""
+    watched = watched_pod(setup, tmp_path)
+    old = _without_id(body(watched.pod))
+    answers = [setup.webhook.post(old, watched.token) for _ in range(2)]
+    assert [(status, a["count"], a["duplicate"]) for status, a in answers] == [
+        (200, 1, False), (200, 2, False),
+    ]  # fmt: skip
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 2 and not event.metadata.annotations
+    sent = body(watched.pod)
+    assert setup.webhook.post(sent, watched.token)[1]["count"] == 3
+    status, answer = other_replica.post(sent, watched.token)
+    assert status == 200 and (answer["duplicate"], answer["count"]) == (True, 3), answer
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 3 and _ids_on(event) == [json.loads(sent)["id"]]
+
+
+def test_a_repeat_served_by_the_other_replica_counts_once(
+    setup: Setup, other_replica: NoticeWebhook, tmp_path: Path
+) -> None:
+    """The other replica never saw the notice: only the ids on the Event tell it."""
+    watched = watched_pod(setup, tmp_path)
+    first, second = body(watched.pod), body(watched.pod)
+    status, answer = setup.webhook.post(first, watched.token)
+    assert status == 200 and answer["result"] == "created", answer
+    status, answer = other_replica.post(first, watched.token)
+    assert status == 200 and (answer["result"], answer["count"]) == ("duplicate", 1), answer
+    assert setup.webhook.post(second, watched.token)[1]["count"] == 2
+    # An attempt the other replica serves late, after a newer notice was counted.
+    for late in (first, second):
+        status, answer = other_replica.post(late, watched.token)
+        assert status == 200 and answer["duplicate"] is True, answer
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 2
+    assert "notice duplicate: event" in other_replica.log_text()
+
+
+def test_repeats_on_both_replicas_at_once_count_once(
+    setup: Setup, other_replica: NoticeWebhook, tmp_path: Path
+) -> None:
+    """Racing on the create (the first notice) and on the count's patch (the second)."""
+    watched = watched_pod(setup, tmp_path)
+    for expected in (1, 2):
+        sent = body(watched.pod)
+        replicas = (setup.webhook, other_replica)
+        posts = [lambda to=to, sent=sent: to.post(sent, watched.token) for to in replicas]
+        answers = _at_once(posts * 3)
+        assert [status for status, _ in answers] == [200] * 6, answers
+        assert sorted(answer["duplicate"] for _, answer in answers) == [False] + [True] * 5
+        (event,) = events_on(setup.core, watched.pod)
+        assert event.count == expected
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["reset", "timeout"])
+def test_the_watcher_retrying_after_a_lost_answer_counts_once(
+    setup: Setup, tmp_path: Path, hold: bool
+) -> None:
+    """The real Notifier through a relay that lets the webhook write the Event and then
+    keeps its answer from the watcher: the connection closed without a response, or no
+    answer until the watcher's deadline. The retry carries the same id."""
+    watched = watched_pod(setup, tmp_path)
+    notice = _notice(watched.pod)
+    lines = io.StringIO()
+    log.set_stream(lines)
+    try:
+        with answer_losing_relay(setup.webhook, lose=1, hold=hold) as relay:
+            outcomes = send_with_the_real_client(setup, watched, notice, url=relay.url, timeout=1.0)
+    finally:
+        log.set_stream(sys.stderr)
+    assert outcomes == ["sent"], lines.getvalue()
+    lost, retry = relay.relayed
+    assert lost.notice["id"] == retry.notice["id"] == notice.id
+    assert lost.lost and (lost.status, lost.answer["result"]) == (200, "created")
+    assert not retry.lost and retry.status == 200 and retry.answer["duplicate"] is True
+    (event,) = events_on(setup.core, watched.pod)
+    assert event.count == 1
+    (sent_line,) = [line for line in lines.getvalue().splitlines() if "notice-sent" in line]
+    assert f"id={notice.id} duplicate=true" in sent_line

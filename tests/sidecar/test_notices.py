@@ -5,6 +5,7 @@ tests/e2e/test_events.py): who was captured, at what figure, where the dump is, 
 leaking function. Needs root and the v1 memory controller."""
 
 import json
+import re
 import ssl
 import subprocess
 import threading
@@ -101,6 +102,8 @@ def test_a_capture_is_told_with_the_process_the_figure_the_place_and_the_culprit
     assert notice["cgroup"] == f"/{group.name}"
     assert Path(notice["location"]).is_file()  # the pod-local path until uploaded
     assert notice["top"][0]["name"] == "main.leakDocuments"
+    assert re.fullmatch(r"[0-9a-f]{32}", notice["id"])  # the webhook counts a retry once
+    assert len({n["id"] for n in received}) == len(received)  # one id per notice
     metadata = json.loads(Path(notice["location"][: -len(".pb.gz")] + ".json").read_text())
     assert metadata["top"][0]["name"] == "main.leakDocuments"
     assert logs.matching("event=dump-top", f"pid={app.pid} ", 'top="main.leakDocuments ')

@@ -86,6 +86,14 @@ def test_the_watchers_own_body_is_read_field_for_field() -> None:
         (encoded({**sent(), "top": [{**TOP[0], "flat_share": 2}]}), "top[0].flat_share"),
         (encoded({**sent(), "top": [{**TOP[0], "name": ""}]}), "name must not be empty"),
         (encoded({**sent(), "detail": "x" * 1025}), "detail is longer than 1024"),
+        (encoded({**sent(), "id": "x"}), "id must be 32 lowercase hex digits"),
+        (encoded({**sent(), "id": ""}), "id must be 32 lowercase hex digits"),
+        (encoded({**sent(), "id": "AB" * 16}), "id must be 32 lowercase hex digits"),
+        (encoded({**sent(), "id": "0" * 33}), "id must be 32 lowercase hex digits"),
+        (
+            encoded({**sent(), "id": 7}),
+            "id must be 32 lowercase hex digits (128 random bits), not int",
+        ),
     ],
 )
 def test_hostile_bodies_are_refused_naming_the_field(body: bytes, names: str) -> None:
