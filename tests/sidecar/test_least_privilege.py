@@ -8,7 +8,6 @@ read-only, so the watcher reaches its cgroup through a read-only mount exactly a
 would reach a container's. Needs root and the v1 memory controller.
 """
 
-import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from testinfra.cgroups import MiB, memory_cgroup
 from testinfra.watcher_process import PodView, WatcherProcess
+from tests.sidecar.harness import saved_metadata
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.usefixtures("cgroup_v1")]
 
@@ -49,6 +49,6 @@ def test_a_read_only_cgroupfs_falls_back_to_the_adaptive_poll_and_still_captures
             line = watcher.log.wait_for_all("event=detector-fallback", "route=adaptive")
             assert "is not writable" in line and "Read-only file system" in line
         watcher.log.wait_for_all("event=detector-mode", "mode=adaptive")
-    saved = [json.loads(path.read_text()) for path in sorted(dumps.rglob("*.json"))]
+    saved = saved_metadata(dumps)
     first = next(m for m in saved if m["pid"] == app.pid)
     assert first["percent"] >= 70 and first["detect_mode"] == "adaptive"

@@ -6,7 +6,6 @@ before it could serve a profile (reported, with why).
 Needs root and the v1 memory controller (skipped with the reason otherwise).
 """
 
-import json
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from testinfra.cgroups import MemoryCgroup, MiB, memory_cgroup
 from testinfra.gobuild import build_local
 from testinfra.netutil import free_port
 from testinfra.watcher_process import PodView, WatcherProcess
+from tests.sidecar.harness import saved_metadata
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.usefixtures("cgroup_v1")]
 REPO = Path(__file__).resolve().parents[2]
@@ -50,8 +50,7 @@ def start(group: MemoryCgroup, view: PodView, leaker: Path, *flags: str) -> subp
 
 
 def dumps_of(dumps: Path, pid: int) -> list[dict]:
-    found = [json.loads(path.read_text()) for path in sorted(dumps.rglob("*.json"))]
-    return [metadata for metadata in found if metadata["pid"] == pid]
+    return [metadata for metadata in saved_metadata(dumps) if metadata["pid"] == pid]
 
 
 def test_a_burst_300ms_after_start_is_captured(leaker: Path, pod) -> None:
