@@ -7,6 +7,7 @@ sees a new PID and every REFRESH_INTERVAL otherwise. A process that leaves is `r
 said when it was missed (`capture-missed`, with why), its files released.
 """
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -20,12 +21,14 @@ from sidecar.fetch import PprofFetcher
 from sidecar.metrics import Metrics
 from sidecar.notify import FAILED, Notice
 
-# Seconds before a process found unwatchable is looked at again even though its
-# /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
+# Seconds before a process found unwatchable is looked at again even though its placement
+# (cgroup, mount namespace, root) did not change (a limit set later on the same cgroup).
 NOT_WATCHED_RECHECK = 30.0
-# For this long after a process was found unwatchable, every look re-reads its
-# /proc/<pid>/cgroup: a process that is moved into its container's group just after it
-# starts (as a launcher does) is watched at once.
+# For this long after a process was found unwatchable, or first watched, every look
+# re-reads its placement: a process moved into its container's group or root just after
+# it starts is resolved there at once. runc starts a container's process in the runtime's
+# group (on a kubelet node, the pod's, whose limit is the sum of its containers') and
+# moves it into the container's group and root before the exec.
 YOUNG_DECISION = 2.0
 # Ports are looked for every WATCH_TIME this long after a process is first watched (and
 # while it listens on none); after that, every REFRESH_INTERVAL.
@@ -53,6 +56,7 @@ class Watched:
     last_heap: Any = None  # the last complete profile read (culprit.Reading.heap)
     last_heap_key: str = ""  # its dump's key
     failure_told: float | None = -1.0  # the crossing (over_since) a failure notice was sent for
+    placement: str = ""  # ProcessTable._placement when first watched
 
     @property
     def watch(self) -> Watch:
@@ -81,6 +85,15 @@ def notice_of(
         detail,
         top,
     )
+
+
+_MOUNTS = "\nmounts="  # ProcessTable._placement: what follows /proc/<pid>/cgroup
+
+
+def _all_root(placement: str) -> bool:
+    """Every cgroup of a placement is the root one (`…:/`): an exiting process's."""
+    groups = placement.partition(_MOUNTS)[0]
+    return all(line.endswith(":/") for line in groups.splitlines() if line)
 
 
 class ProcessTable:
@@ -120,8 +133,11 @@ class ProcessTable:
         if pids != self._pids:
             return True
         now = time.monotonic()
-        for key, (when, membership) in list(self._decided.items()):
-            if now - when < YOUNG_DECISION and self._cgroup_membership(key.pid) != membership:
+        for key, (when, placement) in list(self._decided.items()):
+            if now - when < YOUNG_DECISION and self._placement(key.pid) != placement:
+                return True
+        for watched in list(self.watched.values()):
+            if self._moved_while_young(watched, now):
                 return True
         self._ports.begin()
         for watched in list(self.watched.values()):
@@ -145,24 +161,27 @@ class ProcessTable:
             known = self.watched.get(process.key)
             if known is not None:
                 known.process = process  # an exec keeps pid and start time, not the name
-                continue
+                if not self._moved_while_young(known, now):
+                    continue
+                self._unwatch_moved(known)
+                changed = True
             if not self.select(process):
                 continue
-            membership = self._cgroup_membership(process.pid)
+            placement = self._placement(process.pid)
             decided = self._decided.get(process.key)
             if (
                 decided is not None
                 and now - decided[0] < NOT_WATCHED_RECHECK
-                and decided[1] == membership
+                and decided[1] == placement
             ):
                 reasons[process.key] = self._reasons[process.key]  # not re-resolved
                 continue
-            reason = self._try_watch(process)
+            reason = self._try_watch(process, placement)
             if reason is None:
                 changed = True
             else:
                 reasons[process.key] = reason
-                self._decided[process.key] = (now, membership)
+                self._decided[process.key] = (now, placement)
         for key in [key for key in self.watched if key not in seen]:
             with self.lock:
                 gone = self.watched.pop(key)
@@ -180,14 +199,46 @@ class ProcessTable:
             self._publish_watches([watched.watch for watched in self.watched.values()])
         self.metrics.watched.set(len(self.watched))
 
-    def _cgroup_membership(self, pid: int) -> str:
-        """/proc/<pid>/cgroup: a process moved to another cgroup is looked at again."""
+    def _moved_while_young(self, watched: Watched, now: float) -> bool:
+        """Watched for less than YOUNG_DECISION and placed otherwise than when first seen
+        (not while a capture runs: it holds the group's files). An exiting process leaves
+        its groups for the root ones: that is no move, and it is reported as gone."""
+        if now - watched.watched_at >= YOUNG_DECISION or watched.capturing:
+            return False
+        placement = self._placement(watched.process.pid)
+        return placement not in ("", watched.placement) and not _all_root(placement)
+
+    def _unwatch_moved(self, watched: Watched) -> None:
+        """Stop watching the group a process was resolved to; the refresh resolves it anew."""
+        with self.lock:
+            self.watched.pop(watched.process.key, None)
+        watched.sampler.close()
+        watched.cgroup.close()
+        log.info(
+            "placement-changed",
+            pid=watched.process.pid,
+            comm=watched.process.comm,
+            cgroup=watched.cgroup.path,
+        )
+
+    def _placement(self, pid: int) -> str:
+        """Where a process's cgroup is resolved from: its /proc/<pid>/cgroup, its mount
+        namespace and its root directory (a runtime's process pivots into the container's
+        root and joins its group just before the exec). "" when any is unreadable (it
+        exits)."""
+        folder = self.config.proc_root / str(pid)
         try:
-            return (self.config.proc_root / str(pid) / "cgroup").read_text()
+            groups = (folder / "cgroup").read_text()
         except OSError:
             return ""
+        try:
+            root = os.stat(folder / "root")
+            mounts = f"{os.readlink(folder / 'ns' / 'mnt')} root={root.st_dev}:{root.st_ino}"
+        except OSError:
+            mounts = ""  # a prepared tree has neither
+        return f"{groups}{_MOUNTS}{mounts}"
 
-    def _try_watch(self, process: procs.Process) -> str | None:
+    def _try_watch(self, process: procs.Process, placement: str) -> str | None:
         """Start watching `process`; the reason when it cannot be watched."""
         try:
             resolved = cgroup.resolve(self.config.proc_root, process.pid)
@@ -220,6 +271,7 @@ class ProcessTable:
             sampler,
             limit,
             oom_kills_at_watch=cgroup.oom_kills(resolved),
+            placement=placement,
         )
         self._refresh_ports(watched)
         with self.lock:

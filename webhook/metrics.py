@@ -47,8 +47,8 @@ class Metrics:
         self.notices = Counter(
             "oomdump_webhook_notices",
             "Watcher notices (POST /notice) by outcome: created, aggregated (an Event's count"
-            " raised), bad-request, unauthenticated, forbidden, rate-limited, busy, unavailable,"
-            " not-configured",
+            " raised), duplicate (a repeat of a notice already counted), bad-request,"
+            " unauthenticated, forbidden, rate-limited, busy, unavailable, not-configured",
             ["outcome"],
             registry=self.registry,
         )

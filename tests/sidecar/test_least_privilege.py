@@ -10,6 +10,7 @@ would reach a container's. Needs root and the v1 memory controller.
 
 import shlex
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,14 @@ def test_a_read_only_cgroupfs_falls_back_to_the_adaptive_poll_and_still_captures
     with memory_cgroup(256 * MiB) as group, WatcherProcess(env) as watcher:
         app = group.spawn(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", in_container],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        # The pod's view shows the app once its "container" is set up: this launcher
+        # remounts in place, which a runtime does before it pivots into the container's
+        # root (a pivot the watcher notices and re-resolves; tests/node runs that path).
+        assert app.stdout is not None and "pprof listening" in app.stdout.readline()
+        threading.Thread(target=app.stdout.read, daemon=True).start()
         view.add(app.pid)
         assert app.wait(timeout=60) == -9 and group.oom_kills() == 1
         watcher.log.wait_for_all("event=dump-saved", f"pid={app.pid} ")

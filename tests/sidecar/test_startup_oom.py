@@ -63,6 +63,27 @@ def test_a_burst_300ms_after_start_is_captured(leaker: Path, pod) -> None:
     assert saved[0]["percent"] >= 70
 
 
+def test_a_process_moved_into_its_container_group_after_it_started_is_watched_there(
+    leaker: Path, pod
+) -> None:
+    """As runc starts a container's process in the runtime's group (on a kubelet node the
+    pod's, whose limit is the sum of its containers') and then moves it into the
+    container's group: the watcher re-resolves the young process and measures it against
+    the container's limit, not the pod's (the real node found a capture made against the
+    pod's 384 MiB)."""
+    watcher, view, dumps = pod
+    with memory_cgroup(384 * MiB) as pod_group, memory_cgroup(256 * MiB) as container:
+        app = start(pod_group, view, leaker, "-shape", "burst", "-after", "3s")
+        watcher.log.wait_for_all("event=watching", f"pid={app.pid} ", f"limit_bytes={384 * MiB}")
+        container.add(app.pid)
+        watcher.log.wait_for_all("event=placement-changed", f"pid={app.pid} ")
+        watcher.log.wait_for_all("event=watching", f"pid={app.pid} ", f"limit_bytes={256 * MiB}")
+        assert app.wait(timeout=60) == -9 and container.oom_kills() == 1
+    saved = dumps_of(dumps, app.pid)
+    assert saved, "\n".join(watcher.log.lines[-30:])
+    assert {metadata["limit"] for metadata in saved} == {256 * MiB}
+
+
 def test_every_life_of_a_restarting_container_is_captured(leaker: Path, pod) -> None:
     """The same cgroup, the process killed and started again: each life is a new process
     (a new PID), captured once it serves a profile."""
