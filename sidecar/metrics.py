@@ -123,6 +123,15 @@ class Metrics:
                 )
             )
         )
+        self.detector_wakeups = add(
+            prom.Counter(
+                "oomdump_detector_wakeups_total",
+                "Waits of the watch loop ended, by what ended them: memory.events (a cgroup v2 "
+                "memory event), eventfd (a cgroup v1 usage threshold), wake (new processes, "
+                "shutdown), timeout (a sample due)",
+                ("source",),
+            )
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> Callable[[], None]:
         """Serve /metrics on `port` (OSError if it cannot listen there); returns the function

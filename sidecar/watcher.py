@@ -75,6 +75,7 @@ class Watcher:
         self._pending_watches: list[Watch] | None = None  # guarded by the table's lock
         self._loop_running = False
         self._refresh_wanted = threading.Event()
+        self.detector.wakeups.count_in(self.metrics.detector_wakeups)
 
     @property
     def watched(self) -> dict[procs.ProcessKey, Watched]:

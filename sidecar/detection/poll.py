@@ -4,7 +4,7 @@ tools did)."""
 import threading
 from collections.abc import Hashable, Sequence
 
-from sidecar.detection.watch import Watch
+from sidecar.detection.watch import Wakeups, Watch
 
 
 class PollDetector:
@@ -14,6 +14,7 @@ class PollDetector:
         self.mode = "poll"
         self._interval = interval
         self._woken = threading.Event()
+        self.wakeups = Wakeups(("wake", "timeout"))
 
     def prepare(self, watches: Sequence[Watch]) -> None:
         pass
@@ -30,8 +31,9 @@ class PollDetector:
         pass
 
     def wait(self) -> frozenset[Hashable]:
-        self._woken.wait(self._interval)
+        woken = self._woken.wait(self._interval)
         self._woken.clear()
+        self.wakeups.add("wake" if woken else "timeout")
         return frozenset()
 
     def wake(self) -> None:

@@ -19,14 +19,27 @@ an events watch every interval while its usage is within NEAR of its threshold o
 (the kernel does not signal a crossing that stops within its ratelimit of 128 page events
 per CPU, a stale or closed threshold signals nothing, and a page-cache gap is polled), and
 only every QUIET_INTERVAL while far below, where the armed threshold is what wakes the loop.
+
+Every end of a wait is counted by what ended it (`Wakeups`: memory.events, eventfd, wake,
+timeout; the kernel's notice that a watched group was removed ends a wait too, and counts
+for none of them). A memory.events wake is also logged, `event=detector-wake`, with the
+group, the wake's monotonic time and how far off that group's next scheduled sample was:
+a group's first wake at once, then at most one line per WAKE_LOG_EVERY, carrying the count
+of wakes since the group's last line. A group held at memory.high (as Kubernetes' memory
+QoS holds pods near it) raises `high` at every allocation over it, many times a second for
+as long as it stays there: one line a minute says so, the counter has the rate. The line is
+written at the start of the next wait, once the pass the wake started has sampled and
+launched its captures, so it never delays them.
 """
 
+import math
 import os
 import select
 import time
 from collections import Counter
 from collections.abc import Hashable, Sequence
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Literal
 
 from sidecar import log
@@ -35,7 +48,7 @@ from sidecar.config import MemoryMetric
 from sidecar.detection.adaptive import DEFAULT_MIN_INTERVAL, DEFAULT_PLANNED_RATE, AdaptivePlanner
 from sidecar.detection.inotify import Inotify
 from sidecar.detection.thresholds import ThresholdSet
-from sidecar.detection.watch import Watch
+from sidecar.detection.watch import WakeSource, Wakeups, Watch
 
 Route = Literal["events", "adaptive", "poll"]
 FastMode = Literal["events", "adaptive", "auto"]
@@ -52,6 +65,19 @@ NEAR = 0.9  # an events watch whose raw usage is at 90% of its threshold or more
 # safety net only. At 10 samples a second, 20 idle watches cost the loop ~0.5% of a core.
 QUIET_INTERVAL = 1.0
 DUE_SLACK = 0.001  # a watch due within this is sampled now rather than after another wake
+WAKE_LOG_EVERY = 60.0  # seconds between two detector-wake lines of one group, at least
+
+
+@dataclass(eq=False)
+class _EventsWatch:
+    """One inotify watch on a group's memory.events. Processes of one group share it: the
+    kernel gives one watch descriptor per inode, however often it is added."""
+
+    wd: int
+    cgroup: str  # the group's path, as the watcher names it in its other lines
+    keys: set[Hashable] = field(default_factory=set)
+    unsaid: int = 0  # wakes since this group's last detector-wake line
+    said_at: float = -math.inf
 
 
 class FastDetector:
@@ -77,8 +103,10 @@ class FastDetector:
         self._thresholds = ThresholdSet(prearm_gap=metric == "working_set")
         self._planner = AdaptivePlanner(interval, min(min_interval, interval), planned_rate)
         self._inotify = Inotify()
-        self._inotify_keys: dict[int, Hashable] = {}
-        self._inotify_paths: dict[Hashable, tuple[CgroupDir, int]] = {}
+        self._events_watches: dict[int, _EventsWatch] = {}  # by watch descriptor
+        self._events_watched: dict[Hashable, tuple[CgroupDir, _EventsWatch]] = {}
+        self._wake_lines: list[tuple[_EventsWatch, float, float]] = []  # group, at, next in
+        self.wakeups = Wakeups(("memory.events", "eventfd", "wake", "timeout"))
         self._wake_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         self._routes: dict[Hashable, Route] = {}
         self._thresholds_by_key: dict[Hashable, int] = {}
@@ -133,22 +161,27 @@ class FastDetector:
         self._say_routes()
 
     def _sync_memory_events(self, watches: list[Watch]) -> None:
-        wanted = {w.key: w.cgroup.folder for w in watches}
-        for key, (folder, wd) in list(self._inotify_paths.items()):
-            if wanted.get(key) != folder:
-                self._inotify.remove(wd)
-                self._inotify_keys.pop(wd, None)
-                del self._inotify_paths[key]
-        for key, folder in wanted.items():
-            if key in self._inotify_paths:
+        wanted = {w.key: w.cgroup for w in watches}
+        for key, (folder, events) in list(self._events_watched.items()):
+            if key not in wanted or wanted[key].folder != folder:
+                del self._events_watched[key]
+                events.keys.discard(key)
+                if not events.keys:  # the group's last watched process
+                    self._inotify.remove(events.wd)
+                    self._events_watches.pop(events.wd, None)
+        for key, group in wanted.items():
+            if key in self._events_watched:
                 continue
             try:
-                wd = folder.watch_file(MEMORY_EVENTS, self._inotify.add)
+                wd = group.folder.watch_file(MEMORY_EVENTS, self._inotify.add)
             except OSError as error:
                 log.info("memory-events-unwatched", key=key, reason=str(error))
                 continue
-            self._inotify_paths[key] = (folder, wd)
-            self._inotify_keys[wd] = key
+            events = self._events_watches.get(wd)
+            if events is None:
+                events = self._events_watches[wd] = _EventsWatch(wd, group.path)
+            events.keys.add(key)
+            self._events_watched[key] = (group.folder, events)
 
     def _say_routes(self) -> None:
         counts = Counter(self._routes.values())
@@ -233,30 +266,69 @@ class FastDetector:
         return min(self._quiet, max(0.0, min(self._next.values()) - time.monotonic()))
 
     def wait(self) -> frozenset[Hashable]:
+        if self._wake_lines:  # the last wake's pass is done: its lines cost it nothing now
+            self._say_wakes()
         fired: set[Hashable] = set()
+        sources: set[WakeSource] = set()
         ready = self._poller.poll(self.timeout() * 1000.0)
         for fd, _events in ready:
             if fd == self._wake_fd:
+                sources.add("wake")
                 _drain(self._wake_fd)
             elif fd == self._inotify.fd:
-                fired.update(
-                    self._inotify_keys[wd]
-                    for wd in self._inotify.read()
-                    if wd in self._inotify_keys
-                )
+                changed = self._memory_events_fired()
+                if changed:  # not only the notice that a removed watch is gone
+                    sources.add("memory.events")
+                    fired |= changed
             else:
                 key = self._thresholds.fired(fd)
-                if key is not None:
+                if key is not None:  # not the signal of a removed group
+                    sources.add("eventfd")
                     fired.add(key)
+        if not ready:
+            sources.add("timeout")
+        for source in sources:
+            self.wakeups.add(source)
         if self._thresholds.stale:
             self._sync_fds()
         self._just_fired = {key for key in fired if self._routes.get(key) == "events"}
         return frozenset(fired)
 
+    def _memory_events_fired(self) -> set[Hashable]:
+        """The keys of the groups whose memory.events changed; each group's wake noted for
+        its detector-wake line (at most one per WAKE_LOG_EVERY)."""
+        now = time.monotonic()
+        fired: set[Hashable] = set()
+        for wd in self._inotify.read():
+            events = self._events_watches.get(wd)
+            if events is None:  # a watch removed since the kernel queued its change
+                continue
+            fired |= events.keys
+            events.unsaid += 1
+            if now - events.said_at >= WAKE_LOG_EVERY:
+                events.said_at = now
+                due = min(self._next.get(key, now) for key in events.keys)
+                self._wake_lines.append((events, now, due - now))
+        return fired
+
+    def _say_wakes(self) -> None:
+        for events, at, next_sample_in in self._wake_lines:
+            log.info(
+                "detector-wake",
+                source=MEMORY_EVENTS,
+                cgroup=events.cgroup,
+                wakes=events.unsaid,
+                monotonic=f"{at:.6f}",
+                next_sample_in=f"{next_sample_in:.3f}s",
+            )
+            events.unsaid = 0
+        self._wake_lines.clear()
+
     def wake(self) -> None:
         os.eventfd_write(self._wake_fd, 1)
 
     def close(self) -> None:
+        self._say_wakes()
         self._thresholds.close()
         self._inotify.close()
         os.close(self._wake_fd)

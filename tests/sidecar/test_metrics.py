@@ -72,6 +72,14 @@ def reference() -> SimpleNamespace:
             ["comm", "function"],
             **kw,
         ),
+        detector_wakeups=Counter(
+            "oomdump_detector_wakeups_total",
+            "Waits of the watch loop ended, by what ended them: memory.events (a cgroup v2 "
+            "memory event), eventfd (a cgroup v1 usage threshold), wake (new processes, "
+            "shutdown), timeout (a sample due)",
+            ["source"],
+            **kw,
+        ),
     )
 
 
@@ -92,6 +100,8 @@ def update(m: Any) -> None:
         m.crossing_to_dump.observe(seconds)
     m.uploads.labels("uploaded", "").inc()
     m.uploads.labels("failed", "Unreachable").inc(3)
+    m.detector_wakeups.labels("timeout").inc()
+    m.detector_wakeups.labels("memory.events").inc(2)
 
 
 def free_port() -> int:

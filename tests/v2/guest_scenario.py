@@ -4,7 +4,7 @@ watcher did into OUT (results.json, the watchers' logs, their dumps) for tests/v
 
 Usage: guest_scenario.py OUT LEAK_BINARY
 
-Two watchers start at once (the import costs ~16 s in the guest; one boot serves all):
+Three watchers start at once (the import costs ~16 s in the guest; one boot serves all):
 - `plain` (DETECT_MODE=auto, no brake) runs as a sidecar container does: in a group and
   cgroup namespace of its own. It watches leak `ctr`, started as a container's process (own
   cgroup and mount namespaces, cgroup2 mounted read-only at /sys/fs/cgroup); after `ctr` is
@@ -14,6 +14,12 @@ Two watchers start at once (the import costs ~16 s in the guest; one boot serves
 - `brake` (EMERGENCY_BRAKE=true) watches leak `brake_host` (group seen directly) and
   `brake_ctr` (a container's read-only cgroupfs), while this script records every value
   memory.high takes.
+- `wake` (WATCH_TIME=10s, its maximum, and METRICS_PORT) watches leak `wake` in a group whose
+  memory.max is 64 GiB: its threshold is so far off that the adaptive plan samples it only
+  every 10 s. Once it is watched, memory.high is set just above its usage: the kernel raises
+  `high` in memory.events as the leak passes it, which must wake the watcher at once (its
+  `detector-wake` line says when, and how far off the next scheduled sample was), long
+  before that sample. Then /metrics is scraped and the leak killed.
 Each leak grows 4 MiB/s towards 128 MiB: slow enough for the emulated guest (~60x slower
 than the host) to capture before the kill. This checks correctness against the real kernel,
 not the race.
@@ -23,6 +29,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +39,7 @@ from pathlib import Path
 from sidecar.detection.inotify import Inotify
 
 MiB = 1024 * 1024
+GiB = 1024 * MiB
 LIMIT = 128 * MiB
 CRITICAL = 60
 LEAK_SHAPE = ["-mode", "gradual", "-step", str(2 * MiB), "-interval", "500ms"]
@@ -41,6 +49,14 @@ CONTAINER_MOUNT = "ro,nosuid,nodev,noexec"  # containerd's default for an unpriv
 HERE = Path(__file__).resolve().parent
 SCENARIO_SECONDS = 400.0  # every wait below ends by then
 TICK = 0.02
+# The wake check: memory.max far above the guest's 2 GiB (threshold 38.4 GiB: at the planned
+# 1.5 GiB/s it is 25 s away, so the plan is the whole WATCH_TIME), memory.high set this far
+# above the leak's usage once the watcher watches it.
+WAKE_LIMIT = 64 * GiB
+WAKE_WATCH_TIME = 10.0
+WAKE_HIGH_ABOVE = 2 * MiB
+WAKE_METRICS_PORT = 9464
+WAKE_SECONDS = 60.0  # from memory.high set to the watcher's detector-wake line, at most
 
 
 class Group:
@@ -111,7 +127,7 @@ class Leak:
             return self.process.poll() is not None
 
     def reap(self) -> bool:
-        """True once the leak has exited (its exit noted)."""
+        """True once the leak has exited (its exit noted; every tick looks)."""
         if self.exit_code is not None:
             return True
         code = self.process.poll()
@@ -259,6 +275,58 @@ def wait_for(condition: object, deadline: float, tick: object = None) -> bool:
     return False
 
 
+def scrape(port: int) -> str:
+    """GET /metrics over a plain socket (urllib's import costs seconds in the guest)."""
+    answer = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer.decode(errors="replace").partition("\r\n\r\n")[2]
+
+
+def check_wake(
+    watcher: Watcher, group: Group, binary: str, out: Path, deadline: float, tick: object
+) -> dict[str, object]:
+    """The `wake` watcher's check (see the module's docstring): what the scenario saw."""
+    leak = Leak("wake", group, binary, out, container=False)
+    found: dict[str, object] = {"pid": leak.process.pid, "limit": group.limit}
+    try:
+        wait_for(lambda: leak.running_leak(binary), deadline, tick)
+        watcher.add(leak)
+        watching = f"event=watching pid={leak.process.pid} "
+        found["watched"] = wait_for(lambda: watching in watcher.log(), deadline, tick)
+        found["watching_seen_monotonic"] = time.monotonic()
+        usage = int(group.read("memory.current"))
+        found["events_before"] = group.events()
+        (group.path / "memory.high").write_text(str(usage + WAKE_HIGH_ABOVE))
+        found["high_set_monotonic"] = time.monotonic()
+        found["usage_at_high_set"] = usage
+        found["memory_high"] = group.read("memory.high")
+        woke = "event=detector-wake source=memory.events"
+        until = min(deadline, time.monotonic() + WAKE_SECONDS)
+        found["woke"] = wait_for(lambda: woke in watcher.log(), until, tick)
+        found["woke_seen_monotonic"] = time.monotonic()
+        try:
+            found["metrics"] = scrape(WAKE_METRICS_PORT)
+        except OSError as error:
+            found["metrics_error"] = repr(error)
+        found["scraped_monotonic"] = time.monotonic()
+    finally:
+        leak.kill()
+        found["events_after"] = leak.events_after
+    return found
+
+
+def loopback_up() -> bool:
+    """Bring lo up for the /metrics scrape; True when it was down."""
+    flags = int(Path("/sys/class/net/lo/flags").read_text(), 16)
+    if flags & 0x1:  # IFF_UP
+        return False
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True, timeout=60)
+    return True
+
+
 def enable_memory_controller() -> None:
     (CGROUP / "cgroup.subtree_control").write_text("+memory")
     PARENT.mkdir()
@@ -280,8 +348,10 @@ def main() -> int:
         "scenario_started_wall": time.time(),
     }
     enable_memory_controller()
+    results["loopback_was_down"] = loopback_up()
     names = ("host", "ctr", "brake_host", "brake_ctr", "sidecar")
     groups = {name: Group(name) for name in names}
+    groups["wake"] = Group("wake", limit=WAKE_LIMIT)
     for group in groups.values():
         group.create()
     (groups["sidecar"].path / "memory.max").write_text("max")
@@ -291,7 +361,13 @@ def main() -> int:
     decoy.create()
     plain = Watcher("plain", out, {}, sidecar=groups["sidecar"])
     brake = Watcher("brake", out, {"EMERGENCY_BRAKE": "true"})
-    watchers = (plain, brake)
+    wake = Watcher(
+        "wake",
+        out,
+        {"WATCH_TIME": f"{WAKE_WATCH_TIME:g}s", "METRICS_PORT": str(WAKE_METRICS_PORT)},
+    )
+    watchers = (plain, brake)  # the OOM-killed leaks' watchers
+    every_watcher = (plain, brake, wake)
     leaks: dict[str, Leak] = {}
     highs: dict[str, list[tuple[float, str]]] = {"brake_host": [], "brake_ctr": []}
     notify = Inotify()  # this script's own inotify: does the kernel report memory.events?
@@ -306,8 +382,10 @@ def main() -> int:
         for wd in notify.read():
             if wd in wds:
                 notified[wds[wd]] = notified.get(wds[wd], 0) + 1
-        for watcher in watchers:
+        for watcher in every_watcher:
             watcher.snapshot_inotify()
+        for leak in leaks.values():
+            leak.reap()  # its exit time noted at once, whatever the scenario waits for
 
     def start(name: str, group: str, watcher: Watcher, container: bool) -> Leak:
         leak = Leak(name, groups[group], binary, out, container)
@@ -318,7 +396,7 @@ def main() -> int:
         return leak
 
     try:
-        started = wait_for(lambda: all([w.started() for w in watchers]), deadline, tick)
+        started = wait_for(lambda: all([w.started() for w in every_watcher]), deadline, tick)
         results["watchers_started"] = started
         results["watchers_started_monotonic"] = time.monotonic()
         if started:
@@ -326,6 +404,9 @@ def main() -> int:
             ctr = start("ctr", "ctr", plain, container=True)
             start("brake_host", "brake_host", brake, container=False)
             start("brake_ctr", "brake_ctr", brake, container=True)
+            # While those four leak towards memory.max:
+            wds[notify.add(groups["wake"].path / "memory.events")] = "wake"
+            results["wake"] = check_wake(wake, groups["wake"], binary, out, deadline, tick)
             # A container restart: the killed container's group is removed and made anew.
             if wait_for(ctr.reap, deadline, tick):
                 plain.remove(ctr)
@@ -346,12 +427,12 @@ def main() -> int:
     finally:
         for leak in leaks.values():
             leak.kill()
-        for watcher in watchers:
+        for watcher in every_watcher:
             watcher.stop()
         notify.close()
         decoy.remove()
     results["leaks"] = {name: leak.result() for name, leak in leaks.items()}
-    results["watchers"] = {w.name: w.result(out) for w in watchers}
+    results["watchers"] = {w.name: w.result(out) for w in every_watcher}
     results["decoy"] = {"group": f"/{decoy.name}", "limit": decoy.limit}
     results["memory_high"] = highs
     results["memory_high_after"] = {name: groups[name].read("memory.high") for name in highs}
