@@ -33,8 +33,9 @@ bench-capture: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
 
+# A real one-node cluster with oomdump and the example leak, until Ctrl-C (root).
 e2e-cluster: $(STAMP)
-	$(PY) -m testinfra.cluster
+	$(PY) -m testinfra.try_cluster
 
 # deploy/base and the chart's generated checks (values.schema.json, _registry.tpl) from
 # deploy/helm/oomdump and the webhook's registry; builds helm on first use.

@@ -116,3 +116,9 @@ def etcd_binary() -> Path:
         f"require go.etcd.io/etcd/server/v3 {ETCD_VERSION}\n"
     )
     return build_from_module("etcd", ETCD_VERSION, go_mod, "go.etcd.io/etcd/server/v3")
+
+
+def kube_proxy_binary() -> Path:
+    """The cached kube-proxy of KUBELET_VERSION (a node component, versioned with the
+    kubelet), built on first use."""
+    return kube_binary("kube-proxy", KUBELET_VERSION)

@@ -1,5 +1,5 @@
-"""One real node for the test cluster: kube-controller-manager, kube-scheduler, containerd
-and a kubelet, on top of testinfra.cluster's etcd and kube-apiserver.
+"""One real node for the test cluster: kube-controller-manager, kube-scheduler, containerd,
+a kubelet, kube-proxy and CoreDNS, on top of testinfra.cluster's etcd and kube-apiserver.
 
 The kubelet is 1.35 (testinfra.kubebuild.KUBELET_VERSION: the last with containerd 1.x and
 cgroup v1), cgroupfs-driven under a cgroup root of its own, so its pods live below
@@ -37,6 +37,13 @@ from testinfra.node_containerd import (
     unmount_below,
 )
 from testinfra.node_net import PodNetwork, create_network, delete_network
+from testinfra.node_services import (
+    CLUSTER_DOMAIN,
+    allow_service_forwarding,
+    publish_dns,
+    start_coredns,
+    start_kube_proxy,
+)
 from testinfra.process import ProcessDied, log_tail, start_process, stop_process, wait_until
 
 NODE_READY_TIMEOUT = 120.0
@@ -146,6 +153,9 @@ def _kubelet_config(node: Node, cluster: Cluster, serving_cert: Path, serving_ke
         "failSwapOn": False,
         "serializeImagePulls": False,
         "resolvConf": "",
+        # CoreDNS, published at the gateway (testinfra.node_services).
+        "clusterDNS": [node.network.gateway],
+        "clusterDomain": CLUSTER_DOMAIN,
         # A shared machine's disk and memory must not evict the test's pods.
         "evictionHard": {"memory.available": "1Mi", "nodefs.available": "1%",
                          "imagefs.available": "1%", "nodefs.inodesFree": "1%"},
@@ -218,6 +228,16 @@ def _node_ready(cluster: Cluster, name: str) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
+def _leave_api_service_to_the_node(cluster: Cluster) -> None:
+    from kubernetes import client
+
+    client.CoreV1Api(cluster.api_client()).patch_namespaced_service(
+        "kubernetes",
+        "default",
+        {"metadata": {"labels": {"service.kubernetes.io/service-proxy-name": "oomdump-node"}}},
+    )
+
+
 @contextmanager
 def running_node(cluster: Cluster, workdir: Path, images: dict[str, Path]) -> Iterator[Node]:
     """A Ready node named `oomdump-node-<hex>` with `images` (name -> docker-archive) in its
@@ -246,6 +266,17 @@ def running_node(cluster: Cluster, workdir: Path, images: dict[str, Path]) -> It
         stack.callback(stop_process, containerd.process)
         for archive in images.values():
             containerd.import_image(archive)
+
+        allow_service_forwarding(stack, network)
+        coredns, dns_port = start_coredns(
+            stack,
+            workdir,
+            # CoreDNS reads Services, EndpointSlices and Namespaces cluster-wide.
+            _component_kubeconfig(cluster, workdir, "coredns", "oomdump:coredns",
+                                  "system:masters"),
+        )  # fmt: skip
+        processes["coredns"] = coredns
+        publish_dns(network, dns_port)
 
         kubelet_root = workdir / "kubelet"
         node = Node(
@@ -287,6 +318,19 @@ def running_node(cluster: Cluster, workdir: Path, images: dict[str, Path]) -> It
             timeout=NODE_READY_TIMEOUT,
             process=kubelet,
             log_path=node.kubelet_log,
+        )
+        # The API server listens on loopback, which no EndpointSlice may name: its Service
+        # is published by the DNAT above, and kube-proxy is told to leave it alone.
+        _leave_api_service_to_the_node(cluster)
+        # kube-proxy reports healthy once it sees its Node.
+        processes["kube-proxy"] = start_kube_proxy(
+            stack,
+            workdir,
+            _component_kubeconfig(
+                cluster, workdir, "kube-proxy", "system:kube-proxy", "system:node-proxier"
+            ),
+            name,
+            network,
         )
         for component, process in processes.items():
             if process.poll() is not None:

@@ -73,10 +73,10 @@ class PodNetwork:
     def gateway(self) -> str:
         return str(self.subnet.network_address + 1)
 
-    def publish(self, address: str, port: int, loopback_port: int) -> None:
+    def publish(self, address: str, port: int, loopback_port: int, protocol: str = "tcp") -> None:
         """Pods connecting to address:port reach 127.0.0.1:loopback_port on the host."""
         rule = [
-            "-d", address, "-p", "tcp", "--dport", str(port),
+            "-d", address, "-p", protocol, "--dport", str(port),
             "-j", "DNAT", "--to-destination", f"127.0.0.1:{loopback_port}",
         ]  # fmt: skip
         _run(["iptables", "-t", "nat", "-A", self.chain, *rule])

@@ -95,6 +95,7 @@ class PodSpoolStore:
 
         if self._api is None:
             self._api = _core_api(self._kubeconfig, self._context)
+            self._check_watcher_running()
         try:
             session = stream(
                 self._api.connect_get_namespaced_pod_exec,
@@ -110,7 +111,29 @@ class PodSpoolStore:
             )
         except ApiException as error:
             raise self._explain(error) from None
+        except Exception as error:  # the client's websocket handshake has no typed error
+            raise CliError(STORE, f"{self.describe()}: exec failed: {error}") from None
         return self._collect(session, max_bytes)
+
+    def _check_watcher_running(self) -> None:
+        """Read the pod first: a missing pod or watcher is named plainly, before an exec
+        whose failure the client reports poorly."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            pod = self._api.read_namespaced_pod(self.pod, self.namespace)
+        except ApiException as error:
+            raise self._explain(error) from None
+        statuses = [*(pod.status.container_statuses or []),
+                    *(pod.status.init_container_statuses or [])]  # fmt: skip
+        if not any(s.name == WATCHER_CONTAINER and s.state and s.state.running for s in statuses):
+            raise CliError(NOT_FOUND, self._no_watcher())
+
+    def _no_watcher(self) -> str:
+        return (
+            f"pod {self.namespace}/{self.pod} has no running {WATCHER_CONTAINER} container "
+            "(not injected, or the watcher is not running)"
+        )
 
     def _collect(self, session: Any, max_bytes: int) -> str:
         stdout: list[str] = []
@@ -153,9 +176,5 @@ class PodSpoolStore:
                 STORE, f"your credentials may not exec into pods in {self.namespace} (pods/exec)"
             )
         if status == 400 and "container" in reason:
-            return CliError(
-                NOT_FOUND,
-                f"pod {self.namespace}/{self.pod} has no running {WATCHER_CONTAINER} container "
-                "(not injected, or the watcher is not running)",
-            )
+            return CliError(NOT_FOUND, self._no_watcher())
         return CliError(STORE, f"{self.describe()}: {status} {reason[:300]}")

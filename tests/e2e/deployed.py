@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client, utils
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from testinfra.cluster import Cluster
+from testinfra.node_deploy import apply as apply  # one copy, shared with tests/node
 from testinfra.webhook_server import WEBHOOK_NAMESPACE
 
 RBAC_KINDS = ("ClusterRole", "Role")
@@ -64,12 +65,6 @@ def service_account_of(objects: Objects) -> Identity:
     deployment = one(objects, "Deployment")
     spec = deployment["spec"]["template"]["spec"]
     return Identity(deployment["metadata"]["namespace"], spec["serviceAccountName"])
-
-
-def apply(api: client.ApiClient, objects: Objects) -> None:
-    """Create every rendered object, as `kubectl apply -k` would on an empty cluster."""
-    for obj in sorted(objects, key=lambda o: o["kind"] != "Namespace"):
-        utils.create_from_dict(api, copy.deepcopy(obj))
 
 
 def write_token_kubeconfig(cluster: Cluster, identity: Identity, path: Path) -> Path:

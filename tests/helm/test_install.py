@@ -20,7 +20,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from testinfra.cluster import Cluster, running_cluster
-from testinfra.helm import CHART, HelmError, run_helm
+from testinfra.helm import HelmError
 from testinfra.webhook_server import REPO_ROOT
 from tests.e2e.deployed import (
     INIT_CONTAINER,
@@ -31,6 +31,7 @@ from tests.e2e.deployed import (
     write_token_kubeconfig,
 )
 from tests.e2e.pods import has_sidecar, plain_pod
+from tests.helm.runner import Helm
 
 pytestmark = pytest.mark.e2e
 
@@ -45,38 +46,6 @@ CLUSTER_SCOPED = (
 )
 
 
-class Helm:
-    """helm against one API server, its state (repositories, cache) in a folder of its own."""
-
-    def __init__(self, cluster: Cluster, home: Path) -> None:
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("HELM_", "KUBE"))},
-            "KUBECONFIG": str(cluster.kubeconfig),
-            "HELM_CACHE_HOME": str(home / "cache"),
-            "HELM_CONFIG_HOME": str(home / "config"),
-            "HELM_DATA_HOME": str(home / "data"),
-        }
-
-    def __call__(self, *args: str) -> str:
-        return run_helm(list(args), env=self.env).stdout
-
-    def install(self, *values: str) -> str:
-        return self._change("install", "--create-namespace", *values)
-
-    def upgrade(self, *values: str) -> str:
-        return self._change("upgrade", *values)
-
-    def _change(self, verb: str, *values: str) -> str:
-        args = [verb, RELEASE, str(CHART), "-n", NAMESPACE, "--wait=false", "--timeout=60s"]
-        for value in values:
-            args += ["--set", value] if not value.startswith("--") else [value]
-        return self(*args)
-
-    def manifest(self) -> list[dict[str, Any]]:
-        text = self("get", "manifest", RELEASE, "-n", NAMESPACE)
-        return [doc for doc in yaml.safe_load_all(text) if doc]
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     with running_cluster() as running:
@@ -85,7 +54,7 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture
 def helm(helm_built, cluster: Cluster, tmp_path: Path) -> Iterator[Helm]:
-    runner = Helm(cluster, tmp_path / "helm")
+    runner = Helm(cluster, tmp_path / "helm", RELEASE, NAMESPACE)
     try:
         yield runner
     finally:  # nothing of a failed test is left for the next one

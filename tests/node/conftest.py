@@ -1,44 +1,25 @@
 """One real node (kubelet 1.35 + containerd 1.6) joined to a real kube-apiserver, shared by
 the tests of tests/node, with the images built from this repository loaded into it.
 
-Cold, the first run builds kube-controller-manager, kube-scheduler and the kubelet from the
-Go module proxy, a Debian base with mmdebstrap and the oomdump image with buildah; all are
-cached under ~/.cache/oomdump, so a warm run only starts processes and imports archives.
+Cold, the first run builds kube-controller-manager, kube-scheduler, the kubelet, kube-proxy
+and CoreDNS from the Go module proxy, a Debian base with mmdebstrap and the oomdump image
+with buildah; all are cached under ~/.cache/oomdump, so a warm run only starts processes and
+imports archives.
 """
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
-from testinfra import apt
 from testinfra.cluster import Cluster, running_cluster
-from testinfra.gobuild import GoBuildError
-from testinfra.image import ImageBuildError, all_archives, tools_missing
-from testinfra.kubebuild import (
-    etcd_binary,
-    kube_apiserver_binary,
-    kube_controller_manager_binary,
-    kube_scheduler_binary,
-    kubelet_binary,
-)
 from testinfra.minio import MinioServer, running_minio
 from testinfra.node import Node, running_node
 from testinfra.node_containerd import ContainerdError
-
-NODE_TOOLS = ("containerd", "runc", "ctr", "iptables", "ip")
-# Installed when missing, so `make test` sets up a fresh machine.
-NODE_PACKAGES = (
-    "containerd",
-    "runc",
-    "iptables",
-    "iproute2",
-    "containernetworking-plugins",
-    "buildah",
-    "mmdebstrap",
-)
+from testinfra.node_deploy import NodePreparationError, install, prepare
+from tests.node.story import wait_for_webhook_rollout
 
 _prepared: dict[str, Path] = {}
 _errors: list[str] = []
@@ -52,28 +33,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if not any(item.get_closest_marker("node") for item in session.items):
         return
     try:
-        apt.ensure(NODE_PACKAGES)
-    except apt.AptError as error:
-        _errors.append(f"installing the node's Debian packages failed: {error}")
-        return
-    missing = [tool for tool in NODE_TOOLS if shutil.which(tool) is None] + tools_missing()
-    if missing:
-        _errors.append(
-            f"missing {', '.join(missing)} (Debian packages containerd, runc, iptables, "
-            "iproute2, containernetworking-plugins, buildah, mmdebstrap)"
-        )
-        return
-    try:
-        for build in (
-            kube_apiserver_binary,
-            etcd_binary,
-            kube_controller_manager_binary,
-            kube_scheduler_binary,
-            kubelet_binary,
-        ):
-            build()
-        _prepared.update(all_archives())
-    except (GoBuildError, ImageBuildError) as error:
+        _prepared.update(prepare())
+    except NodePreparationError as error:
         _errors.append(str(error))
 
 
@@ -112,3 +73,20 @@ def minio(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mini
     with running_minio(tmp_path_factory.mktemp("minio") / "data") as server:
         node.network.publish(node.network.gateway, server.port, server.port)
         yield server
+
+
+@pytest.fixture(scope="session")
+def webhook_rollout(
+    cluster: Cluster, node: Node, minio: MinioServer, tmp_path_factory: pytest.TempPathFactory
+) -> list[dict[str, Any]]:
+    """deploy/ as the README installs it (S3 endpoint and region set in its defaults, as an
+    operator would), rolled out: every webhook replica Ready."""
+    api = cluster.api_client()
+    try:
+        return install(
+            api, tmp_path_factory.mktemp("deploy"), f"http://{node.network.gateway}:{minio.port}"
+        )
+    except TimeoutError:
+        # Say why: the pods' states.
+        wait_for_webhook_rollout(client.AppsV1Api(api), client.CoreV1Api(api))
+        raise

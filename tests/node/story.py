@@ -1,62 +1,18 @@
-"""Helpers for the node story: deploy/ and deploy/examples applied as the README says (the
-image names pointed at the images built here), and bounded polls on real pods."""
+"""Helpers for the node tests: bounded waits on real pods and on the webhook (installing
+oomdump on the node is testinfra.node_deploy's, shared with `make e2e-cluster`)."""
 
-import shutil
-import subprocess
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, TypeVar
-
-import yaml
 from kubernetes import client
 
-from testinfra.kustomize import kustomize_binary, render
+from testinfra.node_deploy import (
+    ROLLOUT_TIMEOUT,
+    WEBHOOK_NAMESPACE,
+    WEBHOOK_REPLICAS,
+    poll,
+    wait_until_injecting,
+    webhook_rolled_out,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
-
-
-def prepared_copy(source: Path, dest: Path, images: dict[str, str]) -> Path:
-    """`source` copied to `dest`, with `kustomize edit set image OLD=NEW` run in each folder
-    of it that names OLD (deploy/base for the oomdump image, as the README says)."""
-    shutil.copytree(source, dest)
-    for kustomization in sorted(dest.rglob("kustomization.yaml")):
-        text = kustomization.read_text()
-        for old, new in images.items():
-            if f"name: {old}" in text:
-                subprocess.run(
-                    [str(kustomize_binary()), "edit", "set", "image", f"{old}={new}"],
-                    cwd=kustomization.parent,
-                    check=True,
-                    capture_output=True,
-                    timeout=60,
-                )
-    return dest
-
-
-def set_watcher_defaults(deploy: Path, env: dict[str, str]) -> None:
-    """Edit deploy/base/defaults.yaml as an operator would (the S3 endpoint and region)."""
-    path = deploy / "base" / "defaults.yaml"
-    defaults = yaml.safe_load(path.read_text())
-    defaults["env"].update(env)
-    path.write_text(yaml.safe_dump(defaults))
-
-
-def rendered(folder: Path) -> list[dict[str, Any]]:
-    return render(folder)
-
-
-def poll(what: str, timeout: float, probe: Callable[[], T | None], every: float = 0.5) -> T:
-    """`probe()` until it returns something other than None; fail at `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(every)
+__all__ = ["poll", "wait_until_injecting"]
 
 
 def container_status(pod: client.V1Pod, name: str) -> client.V1ContainerStatus | None:
@@ -74,3 +30,17 @@ def pod_summary(pod: client.V1Pod) -> str:
     ):
         parts.append(f"{status.name}: restarts={status.restart_count} state={status.state}")
     return "\n".join(parts)
+
+
+def wait_for_webhook_rollout(
+    apps: client.AppsV1Api, core: client.CoreV1Api, replicas: int = WEBHOOK_REPLICAS
+) -> None:
+    try:
+        poll(
+            "the webhook Deployment rolled out",
+            ROLLOUT_TIMEOUT,
+            lambda: webhook_rolled_out(apps, replicas),
+        )
+    except TimeoutError as error:
+        pods = core.list_namespaced_pod(WEBHOOK_NAMESPACE).items
+        raise AssertionError(f"{error}\n" + "\n".join(pod_summary(p) for p in pods)) from None

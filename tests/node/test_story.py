@@ -24,30 +24,23 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from testinfra.cluster import Cluster
-from testinfra.image import LEAK_IMAGE, OOMDUMP_IMAGE, leak_binary
+from testinfra.image import OOMDUMP_IMAGE, leak_binary
 from testinfra.minio import MinioServer
 from testinfra.node import Node
-from tests.e2e.deployed import apply
-from tests.e2e.pods import plain_pod
+from testinfra.node_deploy import EXAMPLE_BUCKET, EXAMPLE_NAMESPACE, install_example
+from tests.e2e.notices import events_on
 from tests.node.story import (
-    REPO,
     container_status,
     pod_summary,
     poll,
-    prepared_copy,
-    rendered,
-    set_watcher_defaults,
 )
 from tests.sidecar.harness import pprof_top
 
 pytestmark = pytest.mark.node
 
-IMAGES = {"ghcr.io/oomdump/oomdump": OOMDUMP_IMAGE, "ghcr.io/oomdump/go-memory-leak": LEAK_IMAGE}
-DEMO_NAMESPACE = "oomdump-demo"
-BUCKET = "my-oomdump-dumps"  # the example's oomdump.io/bucket annotation
+DEMO_NAMESPACE = EXAMPLE_NAMESPACE
+BUCKET = EXAMPLE_BUCKET
 LIMIT = 256 * 1024 * 1024  # the example app's memory limit
-ROLLOUT_TIMEOUT = 240.0
-INJECTION_TIMEOUT = 60.0
 LIFE_TIMEOUT = 180.0
 
 
@@ -57,39 +50,6 @@ def key_pattern(pod: str) -> re.Pattern[str]:
         rf"^demo/{DEMO_NAMESPACE}/{re.escape(pod)}/"
         r"\d{4}-\d\d-\d\dT\d\d-\d\d-\d\d\.\d{3}Z-go-memory-leak-(\d+)-8080\.pb\.gz$"
     )
-
-
-@pytest.fixture(scope="module")
-def webhook_rollout(
-    cluster: Cluster, node: Node, minio: MinioServer, tmp_path_factory: pytest.TempPathFactory
-) -> list[dict[str, Any]]:
-    """deploy/ as the README installs it, rolled out: every webhook replica Ready."""
-    deploy = prepared_copy(REPO / "deploy", tmp_path_factory.mktemp("deploy") / "deploy", IMAGES)
-    set_watcher_defaults(
-        deploy,
-        {
-            "S3_ENDPOINT_URL": f"http://{node.network.gateway}:{minio.port}",
-            "AWS_REGION": "us-east-1",
-        },
-    )
-    objects = rendered(deploy)
-    apply(cluster.api_client(), objects)
-    apps = client.AppsV1Api(cluster.api_client())
-    core = client.CoreV1Api(cluster.api_client())
-
-    def rolled_out() -> bool | None:
-        status = apps.read_namespaced_deployment("oomdump-webhook", "oomdump-system").status
-        return True if (status.available_replicas or 0) == 2 else None
-
-    try:
-        poll("the webhook Deployment available", ROLLOUT_TIMEOUT, rolled_out)
-    except TimeoutError as error:
-        pods = core.list_namespaced_pod("oomdump-system").items
-        raise AssertionError(
-            f"{error}\n" + "\n".join(pod_summary(p) for p in pods) + f"\nkubelet log: "
-            f"{node.kubelet_log}"
-        ) from None
-    return objects
 
 
 def test_the_webhook_rolls_out_from_deploy_and_made_its_certificates(
@@ -116,17 +76,6 @@ def test_the_webhook_rolls_out_from_deploy_and_made_its_certificates(
         assert hook.client_config.ca_bundle, hook.name
 
 
-def _wait_until_injecting(core: client.CoreV1Api, namespace: str) -> None:
-    """The caBundle reaches the API server's webhook client asynchronously: dry-run pods
-    until one comes back injected."""
-
-    def injected() -> bool | None:
-        pod = core.create_namespaced_pod(namespace, plain_pod("probe"), dry_run="All")
-        return True if any(c.name == "oomdump-sidecar" for c in pod.spec.containers) else None
-
-    poll("the webhook injecting", INJECTION_TIMEOUT, injected)
-
-
 @pytest.fixture(scope="module")
 def leak_pod(
     cluster: Cluster,
@@ -136,33 +85,14 @@ def leak_pod(
 ) -> Iterator[str]:
     """deploy/examples applied in its labelled namespace with MinIO's credentials in the
     oomdump-s3 Secret; the name of its (one) pod."""
-    examples = prepared_copy(
-        REPO / "deploy" / "examples", tmp_path_factory.mktemp("examples") / "examples", IMAGES
-    )
-    objects = rendered(examples)
     api = cluster.api_client()
     core = client.CoreV1Api(api)
+    minio.make_bucket(BUCKET)
+    objects = install_example(
+        api, tmp_path_factory.mktemp("examples"), minio.access_key, minio.secret_key
+    )
     namespaces = [o for o in objects if o["kind"] == "Namespace"]
     assert namespaces[0]["metadata"]["labels"]["oomdump.io/inject"] == "enabled"
-    apply(api, namespaces)
-    poll(
-        "the default ServiceAccount",
-        30,
-        lambda: True if core.list_namespaced_service_account(DEMO_NAMESPACE).items else None,
-    )
-    minio.make_bucket(BUCKET)
-    core.create_namespaced_secret(
-        DEMO_NAMESPACE,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name="oomdump-s3"),
-            string_data={
-                "AWS_ACCESS_KEY_ID": minio.access_key,
-                "AWS_SECRET_ACCESS_KEY": minio.secret_key,
-            },
-        ),
-    )
-    _wait_until_injecting(core, DEMO_NAMESPACE)
-    apply(api, [o for o in objects if o["kind"] != "Namespace"])
 
     def scheduled() -> str | None:
         pods = core.list_namespaced_pod(
@@ -240,6 +170,26 @@ def test_the_leak_is_injected_oom_killed_captured_and_captured_again_after_resta
     assert metadata["comm"] == "go-memory-leak"
     assert metadata["limit"] == LIMIT
     assert metadata["usage"] >= 0.6 * LIMIT
+
+    # `kubectl describe pod` shows it: the watcher's notice went to the webhook's Service
+    # (CoreDNS name, kube-proxy ClusterIP), which wrote the Event naming container, memory,
+    # where the dump is and the leaking function.
+    def uploaded_event() -> client.CoreV1Event | None:
+        for event in events_on(core, pod):
+            if event.reason == "HeapProfileCaptured" and f"s3://{BUCKET}/{key}" in event.message:
+                return event
+        return None
+
+    try:
+        event = poll("the HeapProfileCaptured Event", 60, uploaded_event)
+    except TimeoutError as error:
+        seen = [(e.reason, e.message) for e in events_on(core, pod)]
+        raise AssertionError(f"{error}; events on the pod: {seen}") from None
+    assert event.type == "Normal"
+    assert event.source.component == "oomdump-webhook"
+    assert "container app, process go-memory-leak" in event.message
+    assert f"of {LIMIT >> 20}Mi" in event.message
+    assert "top: main.leakDocuments" in event.message
 
     # Life 2: the kubelet restarts the app in the same pod; a new PID is captured as well.
     def second_dump() -> dict[int, str] | None:
