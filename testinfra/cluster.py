@@ -259,6 +259,36 @@ def running_cluster(workdir: Path | None = None, *, for_nodes: bool = False) -> 
         yield cluster
 
 
+def stop_on_signals() -> None:
+    """SIGTERM stops as Ctrl-C does, so what a command made is removed too; SIGINT is set
+    explicitly because a shell starting us in the background leaves it ignored."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def run_while_alive(processes: dict[str, subprocess.Popen[bytes]], duration: float | None) -> int:
+    """Until Ctrl-C, `duration` seconds, or one of `processes` exits (1, named on stderr)."""
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            for name, process in processes.items():
+                if process.poll() is not None:
+                    print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    return 0
+
+
+def duration_argument(parser: argparse.ArgumentParser, text: str | None) -> float | None:
+    """`--for` as seconds; a usage error naming it when it is not a Go-style duration."""
+    try:
+        return parse_duration(text) if text else None
+    except ValueError as error:
+        parser.error(f"--for: {error}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m testinfra.cluster",
@@ -268,29 +298,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--for", dest="duration", help="stop after this long, e.g. 10m")
     parser.add_argument("--workdir", type=Path, help="keep data, certificates and logs here")
     args = parser.parse_args(argv)
-    try:
-        duration = parse_duration(args.duration) if args.duration else None
-    except ValueError as error:
-        parser.error(f"--for: {error}")
-    # SIGTERM stops as Ctrl-C does, so the temporary folder is removed too; SIGINT is set
-    # explicitly because a shell starting us in the background leaves it ignored.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    duration = duration_argument(parser, args.duration)
+    stop_on_signals()
     started = time.monotonic()
     with running_cluster(args.workdir) as cluster:
         print(f"kube-apiserver ready at {cluster.server_url} in {time.monotonic() - started:.1f}s")
         print(f"kubeconfig: {cluster.kubeconfig}")
         print(f"export KUBECONFIG={cluster.kubeconfig}", flush=True)
-        try:
-            deadline = None if duration is None else time.monotonic() + duration
-            while deadline is None or time.monotonic() < deadline:
-                if cluster.processes["kube-apiserver"].poll() is not None:
-                    print("kube-apiserver exited; see", cluster.apiserver_log, file=sys.stderr)
-                    return 1
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            print("stopping", file=sys.stderr)
-    return 0
+        return run_while_alive(cluster.processes, duration)
 
 
 if __name__ == "__main__":

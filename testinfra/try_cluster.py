@@ -10,14 +10,12 @@ CONTRIBUTING.md, Tests).
 """
 
 import argparse
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from oomdump.durations import parse_duration
-from testinfra.cluster import running_cluster
+from testinfra.cluster import duration_argument, run_while_alive, running_cluster, stop_on_signals
 from testinfra.minio import running_minio
 from testinfra.node import running_node
 from testinfra.node_deploy import (
@@ -32,17 +30,6 @@ from testinfra.node_deploy import (
 
 def _say(text: str) -> None:
     print(text, flush=True)
-
-
-def _wait(duration: float | None, processes: dict) -> int:
-    deadline = None if duration is None else time.monotonic() + duration
-    while deadline is None or time.monotonic() < deadline:
-        for name, process in processes.items():
-            if process.poll() is not None:
-                print(f"{name} exited with {process.returncode}; stopping", file=sys.stderr)
-                return 1
-        time.sleep(0.5)
-    return 0
 
 
 def run(workdir: Path, duration: float | None, example: bool) -> int:
@@ -74,12 +61,7 @@ def run(workdir: Path, duration: float | None, example: bool) -> int:
             f"--endpoint-url {minio.endpoint_url}"
         )
         _say("Ctrl-C stops the cluster and removes what it made.")
-        processes = {**cluster.processes, **node.processes}
-        try:
-            return _wait(duration, processes)
-        except KeyboardInterrupt:
-            print("stopping", file=sys.stderr)
-            return 0
+        return run_while_alive({**cluster.processes, **node.processes}, duration)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,14 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         "--no-example", action="store_true", help="do not start deploy/examples' leak"
     )
     args = parser.parse_args(argv)
-    try:
-        duration = parse_duration(args.duration) if args.duration else None
-    except ValueError as error:
-        parser.error(f"--for: {error}")
-    # SIGTERM stops as Ctrl-C does, so everything made is removed; SIGINT is set explicitly
-    # because a shell starting us in the background leaves it ignored.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    duration = duration_argument(parser, args.duration)
+    stop_on_signals()
     try:
         if args.workdir is not None:
             args.workdir.mkdir(parents=True, exist_ok=True)

@@ -44,3 +44,21 @@ def wait_for_webhook_rollout(
     except TimeoutError as error:
         pods = core.list_namespaced_pod(WEBHOOK_NAMESPACE).items
         raise AssertionError(f"{error}\n" + "\n".join(pod_summary(p) for p in pods)) from None
+
+
+RUN_TIMEOUT = 120.0
+
+
+def app_running(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
+    """The pod once its `app` container runs; AssertionError with its state at RUN_TIMEOUT."""
+
+    def probe() -> client.V1Pod | None:
+        pod = core.read_namespaced_pod(name, namespace)
+        app = container_status(pod, "app")
+        return pod if app is not None and app.state.running is not None else None
+
+    try:
+        return poll(f"{namespace}/{name} running", RUN_TIMEOUT, probe)
+    except TimeoutError as error:
+        pod = core.read_namespaced_pod(name, namespace)
+        raise AssertionError(f"{error}\n{pod_summary(pod)}") from None

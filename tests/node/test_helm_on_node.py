@@ -31,7 +31,12 @@ from testinfra.node import Node
 from testinfra.node_deploy import WEBHOOK_NAMESPACE, poll, wait_until_injecting
 from tests.e2e.pods import env_of, has_sidecar, sidecar
 from tests.helm.runner import Helm
-from tests.node.story import container_status, pod_summary, wait_for_webhook_rollout
+from tests.node.story import (
+    app_running,
+    container_status,
+    pod_summary,
+    wait_for_webhook_rollout,
+)
 
 pytestmark = pytest.mark.node
 
@@ -39,7 +44,6 @@ RELEASE = "oomdump"
 OPTED_IN = "helm-opted-in"
 REPOSITORY, TAG = OOMDUMP_IMAGE.rsplit(":", 1)
 IMAGE_VALUES = (f"image.repository={REPOSITORY}", f"image.tag={TAG}")
-RUN_TIMEOUT = 120.0
 SMALL = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}}
 
 
@@ -120,19 +124,6 @@ def helm(cluster: Cluster, node: Node, tmp_path_factory: pytest.TempPathFactory)
     poll("the test namespaces deleted", 180, gone, every=1.0)
 
 
-def _running(core: client.CoreV1Api, name: str) -> client.V1Pod:
-    def probe() -> client.V1Pod | None:
-        pod = core.read_namespaced_pod(name, OPTED_IN)
-        app = container_status(pod, "app")
-        return pod if app is not None and app.state.running is not None else None
-
-    try:
-        return poll(f"{OPTED_IN}/{name} running", RUN_TIMEOUT, probe)
-    except TimeoutError as error:
-        pod = core.read_namespaced_pod(name, OPTED_IN)
-        raise AssertionError(f"{error}\n{pod_summary(pod)}") from None
-
-
 class AdmissionLoad:
     """Dry-run pods created back to back in the opted-in namespace until stopped; what
     came back for each (injected, admitted without the watcher, or refused)."""
@@ -182,7 +173,7 @@ def test_helm_install_upgrade_while_admitting_and_uninstall_on_a_real_node(
     assert ca_after_install[0] == ca_after_install[1]
     wait_until_injecting(core, OPTED_IN)
     core.create_namespaced_pod(OPTED_IN, _pod("first"))
-    pod = _running(core, "first")
+    pod = app_running(core, OPTED_IN, "first")
     assert env_of(sidecar(pod))["CRITICAL"] == "70"
     watcher = container_status(pod, "oomdump-sidecar")
     assert watcher is not None and watcher.state.running is not None, pod_summary(pod)
@@ -210,10 +201,10 @@ def test_helm_install_upgrade_while_admitting_and_uninstall_on_a_real_node(
     assert load.injected >= 20, load.injected
     assert _ca(core, admission) == ca_after_install
     core.create_namespaced_pod(OPTED_IN, _pod("second"))
-    assert env_of(sidecar(_running(core, "second")))["CRITICAL"] == "55"
+    assert env_of(sidecar(app_running(core, OPTED_IN, "second")))["CRITICAL"] == "55"
 
     helm("uninstall", RELEASE, "-n", WEBHOOK_NAMESPACE, "--wait", "--timeout=120s")
     present = [c.metadata.name for c in admission.list_mutating_webhook_configuration().items]
     assert "oomdump" not in present
     core.create_namespaced_pod(OPTED_IN, _pod("after"))
-    assert not has_sidecar(_running(core, "after"))
+    assert not has_sidecar(app_running(core, OPTED_IN, "after"))

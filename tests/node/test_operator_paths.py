@@ -30,6 +30,8 @@ from tests.cli.run import script
 from tests.e2e.pods import env_of
 from tests.e2e.pods import sidecar as sidecar_of
 from tests.node.story import (
+    RUN_TIMEOUT,
+    app_running,
     container_status,
     pod_summary,
     poll,
@@ -43,7 +45,6 @@ pytestmark = pytest.mark.node
 NAMESPACE = "oomdump-paths"
 PLAIN_NAMESPACE = "oomdump-paths-plain"
 BUCKET = "oomdump-paths"
-RUN_TIMEOUT = 120.0
 LIVES_TIMEOUT = 240.0  # CrashLoopBackOff waits 10 s, 20 s, 40 s… between lives
 # Requests well below the limits: the tests' pods share one 2-CPU node (a limit alone is
 # also the request, and the scheduler would soon find no CPU left).
@@ -123,20 +124,6 @@ def namespaces(
         core.delete_namespace(namespace, grace_period_seconds=0)
 
 
-def _running(core: client.CoreV1Api, namespace: str, name: str) -> client.V1Pod:
-    def probe() -> client.V1Pod | None:
-        pod = core.read_namespaced_pod(name, namespace)
-        app = container_status(pod, "app")
-        return pod if app is not None and app.state.running is not None else None
-
-    try:
-        return poll(f"{namespace}/{name} running", RUN_TIMEOUT, probe)
-    except TimeoutError as error:
-        raise AssertionError(
-            f"{error}\n{pod_summary(core.read_namespaced_pod(name, namespace))}"
-        ) from None
-
-
 def _untouched(pod: client.V1Pod) -> None:
     assert [c.name for c in pod.spec.containers] == ["app"], pod.spec.containers
     assert not pod.spec.init_containers
@@ -152,8 +139,8 @@ def test_an_opted_out_pod_and_a_pod_of_an_unlabelled_namespace_run_untouched(
         NAMESPACE, _app_pod("opted-out", labels={"oomdump.io/inject": "disabled"})
     )
     core.create_namespaced_pod(PLAIN_NAMESPACE, _app_pod("plain"))
-    _untouched(_running(core, NAMESPACE, "opted-out"))
-    _untouched(_running(core, PLAIN_NAMESPACE, "plain"))
+    _untouched(app_running(core, NAMESPACE, "opted-out"))
+    _untouched(app_running(core, PLAIN_NAMESPACE, "plain"))
     # The same pod without the opt-out label is injected: the webhook is serving.
     assert any(
         c.name == "oomdump-sidecar"
@@ -186,7 +173,7 @@ def test_with_the_webhook_scaled_to_zero_new_pods_are_still_created_and_run(
         poll("every webhook pod gone", RUN_TIMEOUT, gone)
         # failurePolicy: Ignore — the API server cannot reach the webhook and admits the pod.
         core.create_namespaced_pod(NAMESPACE, _app_pod("while-down"))
-        _untouched(_running(core, NAMESPACE, "while-down"))
+        _untouched(app_running(core, NAMESPACE, "while-down"))
     finally:
         _scale_webhook(apps, 2)
         wait_for_webhook_rollout(apps, core)
