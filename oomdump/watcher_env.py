@@ -242,7 +242,7 @@ VARIABLES: tuple[Variable[Any], ...] = (
         "2s",
         rules.duration_at_least(0.1),
         "how often every process's stat, cgroup and limit are read again; a new PID, an exit"
-        " or a young process moved to another cgroup or root starts that at once (the cheap look of"
+        " or a young process moved to another cgroup starts that at once (the cheap look of"
         " every `WATCH_TIME` sees them)",
     ),
     Variable(

@@ -7,7 +7,6 @@ sees a new PID and every REFRESH_INTERVAL otherwise. A process that leaves is `r
 said when it was missed (`capture-missed`, with why), its files released.
 """
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -21,14 +20,14 @@ from sidecar.fetch import PprofFetcher
 from sidecar.metrics import Metrics
 from sidecar.notify import FAILED, Notice
 
-# Seconds before a process found unwatchable is looked at again even though its placement
-# (cgroup, mount namespace, root) did not change (a limit set later on the same cgroup).
+# Seconds before a process found unwatchable is looked at again even though its
+# /proc/<pid>/cgroup did not change (a limit set later on the same cgroup).
 NOT_WATCHED_RECHECK = 30.0
 # For this long after a process was found unwatchable, or first watched, every look
-# re-reads its placement: a process moved into its container's group or root just after
+# re-reads its /proc/<pid>/cgroup: a process moved into its container's group just after
 # it starts is resolved there at once. runc starts a container's process in the runtime's
 # group (on a kubelet node, the pod's, whose limit is the sum of its containers') and
-# moves it into the container's group and root before the exec.
+# moves it into the container's group before the exec.
 YOUNG_DECISION = 2.0
 # Ports are looked for every WATCH_TIME this long after a process is first watched (and
 # while it listens on none); after that, every REFRESH_INTERVAL.
@@ -87,13 +86,9 @@ def notice_of(
     )
 
 
-_MOUNTS = "\nmounts="  # ProcessTable._placement: what follows /proc/<pid>/cgroup
-
-
 def _all_root(placement: str) -> bool:
-    """Every cgroup of a placement is the root one (`…:/`): an exiting process's."""
-    groups = placement.partition(_MOUNTS)[0]
-    return all(line.endswith(":/") for line in groups.splitlines() if line)
+    """Every line of a /proc/<pid>/cgroup names the root group (`…:/`): an exiting process's."""
+    return all(line.endswith(":/") for line in placement.splitlines() if line)
 
 
 class ProcessTable:
@@ -222,21 +217,14 @@ class ProcessTable:
         )
 
     def _placement(self, pid: int) -> str:
-        """Where a process's cgroup is resolved from: its /proc/<pid>/cgroup, its mount
-        namespace and its root directory (a runtime's process pivots into the container's
-        root and joins its group just before the exec). "" when any is unreadable (it
-        exits)."""
-        folder = self.config.proc_root / str(pid)
+        """Its /proc/<pid>/cgroup: the group a process is resolved to ("" when it is gone).
+        Only the group counts, not the mounts or the root: the app controls those (a
+        chroot), and runc moves the process into the container's group before it pivots,
+        which the held group then outlives."""
         try:
-            groups = (folder / "cgroup").read_text()
+            return (self.config.proc_root / str(pid) / "cgroup").read_text()
         except OSError:
             return ""
-        try:
-            root = os.stat(folder / "root")
-            mounts = f"{os.readlink(folder / 'ns' / 'mnt')} root={root.st_dev}:{root.st_ino}"
-        except OSError:
-            mounts = ""  # a prepared tree has neither
-        return f"{groups}{_MOUNTS}{mounts}"
 
     def _try_watch(self, process: procs.Process, placement: str) -> str | None:
         """Start watching `process`; the reason when it cannot be watched."""

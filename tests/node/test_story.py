@@ -174,9 +174,14 @@ def test_the_leak_is_injected_oom_killed_captured_and_captured_again_after_resta
     # `kubectl describe pod` shows it: the watcher's notice went to the webhook's Service
     # (CoreDNS name, kube-proxy ClusterIP), which wrote the Event naming container, memory,
     # where the dump is and the leaking function.
+    # Repeats aggregate into one Event per (reason, container, S3 or local), whose message
+    # is the latest notice's: it names one of the pod's dumps in the bucket.
+    uploaded = re.compile(rf"s3://{BUCKET}/(\S+\.pb\.gz)")
+
     def uploaded_event() -> client.CoreV1Event | None:
         for event in events_on(core, pod):
-            if event.reason == "HeapProfileCaptured" and f"s3://{BUCKET}/{key}" in event.message:
+            found = uploaded.search(event.message or "")
+            if event.reason == "HeapProfileCaptured" and found:
                 return event
         return None
 
@@ -186,6 +191,8 @@ def test_the_leak_is_injected_oom_killed_captured_and_captured_again_after_resta
         seen = [(e.reason, e.message) for e in events_on(core, pod)]
         raise AssertionError(f"{error}; events on the pod: {seen}") from None
     assert event.type == "Normal"
+    named = uploaded.search(event.message)
+    assert named and named[1] in set(_dumps(minio, leak_pod).values()), event.message
     assert event.source.component == "oomdump-webhook"
     assert "container app, process go-memory-leak" in event.message
     assert f"of {LIMIT >> 20}Mi" in event.message

@@ -45,8 +45,8 @@ def test_a_read_only_cgroupfs_falls_back_to_the_adaptive_poll_and_still_captures
             text=True,
         )
         # The pod's view shows the app once its "container" is set up: this launcher
-        # remounts in place, which a runtime does before it pivots into the container's
-        # root (a pivot the watcher notices and re-resolves; tests/node runs that path).
+        # remounts in place after it started, where a runtime sets the mounts up before
+        # the exec (tests/node runs the real runtime).
         assert app.stdout is not None and "pprof listening" in app.stdout.readline()
         threading.Thread(target=app.stdout.read, daemon=True).start()
         view.add(app.pid)
