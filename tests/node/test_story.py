@@ -107,16 +107,17 @@ def leak_pod(
         apps.delete_namespaced_deployment("go-memory-leak", DEMO_NAMESPACE)
 
 
-def _dumps(minio: MinioServer, pod: str) -> dict[int, str]:
-    """pid -> key of each heap profile of `pod` in the bucket."""
-    found = {}
+def _profile_keys(minio: MinioServer, pod: str) -> list[tuple[int, str]]:
+    """(pid, key) of every heap profile of `pod` in the bucket, oldest first."""
     pattern = key_pattern(pod)
     listing = minio.client().list_objects_v2(Bucket=BUCKET, Prefix=f"demo/{DEMO_NAMESPACE}/")
-    for item in listing.get("Contents", []):
-        match = pattern.match(item["Key"])
-        if match:
-            found[int(match[1])] = item["Key"]
-    return found
+    found = [(pattern.match(item["Key"]), item["Key"]) for item in listing.get("Contents", [])]
+    return [(int(match[1]), key) for match, key in found if match]
+
+
+def _dumps(minio: MinioServer, pod: str) -> dict[int, str]:
+    """pid -> the key of one heap profile of that pid (a capture saves two: any will do)."""
+    return dict(_profile_keys(minio, pod))
 
 
 def _oom_killed_lives(core: client.CoreV1Api, pod: str) -> tuple[client.V1Pod, int] | None:
@@ -192,7 +193,7 @@ def test_the_leak_is_injected_oom_killed_captured_and_captured_again_after_resta
         raise AssertionError(f"{error}; events on the pod: {seen}") from None
     assert event.type == "Normal"
     named = uploaded.search(event.message)
-    assert named and named[1] in set(_dumps(minio, leak_pod).values()), event.message
+    assert named and named[1] in {key for _, key in _profile_keys(minio, leak_pod)}, event.message
     assert event.source.component == "oomdump-webhook"
     assert "container app, process go-memory-leak" in event.message
     assert f"of {LIMIT >> 20}Mi" in event.message
